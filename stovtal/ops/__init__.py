@@ -1,0 +1,13 @@
+"""The operators of stovtal, used the way ``torchvision.ops`` is.
+
+Every op is a ``torch.library`` custom op in the ``stovtal`` namespace with
+CPU and (when built) CUDA kernels, a fake kernel for ``torch.compile`` and
+autograd where it is differentiable. ``stovtal.ops.reference`` holds the
+pure-PyTorch versions that define their semantics.
+"""
+
+from . import reference
+from ._library import info, registered_ops
+from .segment_iou import segment_iou
+
+__all__ = ["info", "reference", "registered_ops", "segment_iou"]
