@@ -8,6 +8,14 @@ pure-PyTorch versions that define their semantics.
 
 from . import reference
 from ._library import info, registered_ops
+from .jaccard import jaccard_distance, jaccard_distance_topk
 from .segment_iou import segment_iou
 
-__all__ = ["info", "reference", "registered_ops", "segment_iou"]
+__all__ = [
+    "info",
+    "jaccard_distance",
+    "jaccard_distance_topk",
+    "reference",
+    "registered_ops",
+    "segment_iou",
+]

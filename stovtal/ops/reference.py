@@ -27,3 +27,59 @@ def segment_iou(a: Tensor, b: Tensor, aligned: bool = False) -> Tensor:
     iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1), 0)
     iou = torch.where(torch.isnan(union), union, iou)
     return iou.to(a.dtype)
+
+
+def jaccard_distance(features: Tensor, k1: int, k2: int) -> Tensor:
+    """Reference for :func:`stovtal.ops.jaccard_distance`: dense, float64, step by step.
+
+    Written from the semantics of SpCL's ``compute_jaccard_distance`` (see
+    ``stovtal/ops/jaccard.py``): exact squared Euclidean distances by direct
+    differences, a stable sort for the ranking (ties to the lower index),
+    Python sets for the k-reciprocal neighbourhoods, a dense ``[N, N]`` V and
+    dense min-sums. O(N^2) memory and Python loops over rows: for tests.
+    """
+    if features.dim() == 3:
+        n = features.shape[1]
+        out = [jaccard_distance(f, k1, k2) for f in features]
+        return torch.stack(out) if out else features.new_empty((0, n, n))
+    x = features.detach().to(torch.float64)
+    n = x.shape[0]
+    dist = torch.empty(n, n, dtype=torch.float64)
+    block = max(1, 2**22 // max(1, n * x.shape[1]))
+    for r0 in range(0, n, block):
+        dist[r0 : r0 + block] = ((x[r0 : r0 + block, None, :] - x[None]) ** 2).sum(-1)
+    initial_rank = torch.sort(dist, dim=1, stable=True).indices[:, :k1]
+    rank = initial_rank.tolist()
+
+    def reciprocal(i: int, k: int) -> list[int]:
+        return [j for j in rank[i][: k + 1] if i in rank[j][: k + 1]]
+
+    k_half = round(k1 / 2)  # round half to even, as numpy.around
+    r_full = [reciprocal(i, k1) for i in range(n)]
+    r_half = [reciprocal(i, k_half) for i in range(n)]
+    v = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        r = r_full[i]
+        expansion = list(r)
+        for c in r:
+            h = r_half[c]
+            if len(set(h) & set(r)) > 2 / 3 * len(h):
+                expansion.extend(h)
+        e = sorted(set(expansion))
+        if e:
+            v[i, e] = torch.softmax(-(2 - 2 * (x[e] @ x[i])), dim=0)
+    if k2 != 1:
+        v = v[initial_rank[:, :k2]].mean(1)
+    s = torch.empty(n, n, dtype=torch.float64)
+    block = max(1, 2**22 // max(1, n * n))
+    for r0 in range(0, n, block):
+        s[r0 : r0 + block] = torch.minimum(v[r0 : r0 + block, None, :], v[None]).sum(-1)
+    return (1 - s / (2 - s)).clamp(min=0).to(features.dtype)
+
+
+def jaccard_distance_topk(features: Tensor, k1: int, k2: int, m: int) -> tuple[Tensor, Tensor]:
+    """Reference for :func:`stovtal.ops.jaccard_distance_topk`: the m smallest
+    entries of every row of the dense reference, ties to the lower index."""
+    dense = jaccard_distance(features, k1, k2)
+    values, indices = torch.sort(dense, dim=-1, stable=True)
+    return values[..., :m], indices[..., :m]
