@@ -22,6 +22,45 @@ namespace {
 constexpr int64_t kRowGrain = 64;
 
 struct CpuBackend {
+  // The kc smallest keys of every row by a streaming max-heap of (key, index):
+  // most keys are rejected by one comparison with the heap top, which is
+  // several times faster than at::topk for kc << N.
+  static std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& keys_in, int64_t kc) {
+    const at::Tensor keys = keys_in.contiguous();
+    const int64_t rows = keys.size(0), n = keys.size(1);
+    at::Tensor vals = at::empty({rows, kc}, keys.options());
+    at::Tensor idx = at::empty({rows, kc}, keys.options().dtype(at::kLong));
+    int64_t* pi = idx.mutable_data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "jaccard_candidates_cpu", [&] {
+      const scalar_t* pk = keys.const_data_ptr<scalar_t>();
+      scalar_t* pv = vals.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+        std::vector<std::pair<scalar_t, int64_t>> heap;
+        heap.reserve(kc);
+        for (int64_t r = begin; r < end; ++r) {
+          const scalar_t* row = pk + r * n;
+          heap.clear();
+          for (int64_t j = 0; j < kc; ++j) heap.emplace_back(row[j], j);
+          std::make_heap(heap.begin(), heap.end());
+          for (int64_t j = kc; j < n; ++j) {
+            // (key, j) with j larger than every index in the heap: a tie loses
+            if (row[j] < heap.front().first) {
+              std::pop_heap(heap.begin(), heap.end());
+              heap.back() = {row[j], j};
+              std::push_heap(heap.begin(), heap.end());
+            }
+          }
+          std::sort_heap(heap.begin(), heap.end());
+          for (int64_t q = 0; q < kc; ++q) {
+            pv[r * kc + q] = heap[q].first;
+            pi[r * kc + q] = heap[q].second;
+          }
+        }
+      });
+    });
+    return {vals, idx};
+  }
+
   static void rerank(const at::Tensor& xs, const at::Tensor& rows, const at::Tensor& cand,
                      int64_t k1, at::Tensor& rank, int64_t row_offset) {
     const int64_t n_rows = rows.size(0), kc = cand.size(1), dim = xs.size(1);

@@ -3,6 +3,8 @@
 // search by chunked matmul + top-k, prefix sums, allocation) and calls a
 // Backend for the per-row kernels:
 //
+//   Backend::candidates(keys, kc) -> (values, indices): the kc smallest keys
+//       of every row, sorted ascending (the CUDA backend uses at::topk)
 //   Backend::rerank(X_set, rows, cand, k1, rank, row_offset)
 //   Backend::reciprocal(rank, N, k1, k, out, count)
 //   Backend::expansion_bound(rf, rfc, rh, rhc, N, k1, hw) -> int64 [rows]
@@ -98,6 +100,7 @@ at::Tensor knn_rank(const at::Tensor& x, int64_t k1) {
       norms.narrow(0, r0, r1 - r0).copy_(xb.narrow(0, r0, r1 - r0).to(at::kDouble).pow(2).sum(1));
     }
     const double nmax = norms.max().item<double>();
+    TORCH_CHECK(nmax < 1e300, "jaccard: features are too large (squared norms overflow float64)");
     // float32 keys unless squared norms could overflow them.
     const bool key_double = x.scalar_type() == at::kDouble || !(nmax < 1e30);
     const at::Tensor xk = key_double ? xb.to(at::kDouble) : xb;
@@ -112,7 +115,7 @@ at::Tensor knn_rank(const at::Tensor& x, int64_t k1) {
       at::Tensor rows = at::arange(r0, r1, x.options().dtype(at::kLong));
       int64_t kc = std::min(n, k1 + 8 + k1 / 4);
       while (true) {
-        auto [vals, cand] = at::topk(keys, kc, 1, /*largest=*/false, /*sorted=*/true);
+        auto [vals, cand] = Backend::candidates(keys, kc);
         if (kc == n) {
           Backend::rerank(xb, rows, cand, k1, rank, b * n);
           break;

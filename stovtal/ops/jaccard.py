@@ -38,8 +38,8 @@ _SEMANTICS = """
     k2 == 1. Internally everything is computed in float64; float16/bfloat16/
     float32 results are rounded to the input dtype at the end.
 
-    Not differentiable (the neighbourhoods are discrete); the outputs do not
-    require grad.
+    Not differentiable (the neighbourhoods are discrete): the wrappers detach
+    the features, so the outputs never require grad.
 """
 
 
@@ -59,7 +59,7 @@ def jaccard_distance(features: Tensor, k1: int, k2: int) -> Tensor:
         Memory is O(N^2) for the output; for large N use
         :func:`jaccard_distance_topk`.
     """
-    return torch.ops.stovtal.jaccard_distance(features, k1, k2)
+    return torch.ops.stovtal.jaccard_distance(features.detach(), k1, k2)
 
 
 def jaccard_distance_topk(
@@ -85,7 +85,7 @@ def jaccard_distance_topk(
         (distance, index), i.e. ties go to the lower index; distances in the
         input's dtype, indices int64 (local to the set).
     """
-    return torch.ops.stovtal.jaccard_distance_topk(features, k1, k2, m)
+    return torch.ops.stovtal.jaccard_distance_topk(features.detach(), k1, k2, m)
 
 
 jaccard_distance.__doc__ += _SEMANTICS
