@@ -267,11 +267,12 @@ class SyntheticWorld:
 
     def _smooth(self, rng: np.random.Generator, shape: tuple[int, ...], coef: float) -> np.ndarray:
         """AR(1)-filtered standard normal noise along axis 0, unit marginal variance."""
-        x = rng.standard_normal(shape)
+        x = rng.standard_normal(shape, dtype=np.float32)
         if coef <= 0:
             return x
         x[0] /= math.sqrt(1 - coef * coef)  # start in the stationary distribution
-        return lfilter([math.sqrt(1 - coef * coef)], [1.0, -coef], x, axis=0)
+        return lfilter(np.array([math.sqrt(1 - coef * coef)], dtype=np.float32),
+                       np.array([1.0, -coef], dtype=np.float32), x, axis=0)
 
     def _sample_length_s(self, rng: np.random.Generator, duration: float) -> float:
         t = self.config.timing
@@ -331,8 +332,8 @@ class SyntheticWorld:
                 instances.append((int(c), *seg))
         instances.sort(key=lambda x: x[1])
 
-        a = np.zeros(T)
-        act = np.zeros((T, D))
+        a = np.zeros(T, dtype=np.float32)
+        act = np.zeros((T, D), dtype=np.float32)
         jitter = 1.0 + cfg.amplitude_jitter * self._smooth(rng, (T,), 0.9)
         class_var = {int(c): _unit(rng.standard_normal(D)) for c in video_classes}
         for c, s, e in instances:
@@ -351,7 +352,7 @@ class SyntheticWorld:
         weights = np.exp(2.0 * self._smooth(rng, (T, n_types), 0.97))
         bg = (weights / weights.sum(1, keepdims=True)) @ types
         bg_strength = math.exp(rng.uniform(math.log(cfg.signal_range[0]), math.log(cfg.signal_range[1])))
-        bg = bg_strength * _unit(bg)
+        bg = (bg_strength * _unit(bg)).astype(np.float32)
         n_dis = int(rng.poisson(cfg.distractors_per_minute * duration / 60.0))
         for _ in range(n_dis):
             length = min(self._sample_length_s(rng, duration) * 0.5, 0.5 * duration)
@@ -363,10 +364,13 @@ class SyntheticWorld:
 
         noise = self._smooth(rng, (T, D), cfg.noise_smoothness) * (cfg.noise_norm / math.sqrt(D))
         # act already carries the coverage weights a_t: a_t * A_t == act
-        feats = self.modality_gap + scene + act + (1.0 - a)[:, None] * bg + noise
+        noise += (self.modality_gap + scene).astype(np.float32)
+        noise += act
+        noise += (1.0 - a)[:, None] * bg
+        feats = noise
         anns = [{"segment": [round(s, 4), round(e, 4)], "label": self.classes[c]} for c, s, e in instances]
         return {"video_id": self.video_id(subset, index), "subset": subset, "duration": duration,
-                "fps": fps, "feats": feats.astype(np.float32), "annotations": anns}
+                "fps": fps, "feats": np.ascontiguousarray(feats, dtype=np.float32), "annotations": anns}
 
     def iter_videos(self, subset: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         """Videos ``start..stop-1`` of a subset (default stop: the configured count), one at a time."""
