@@ -1,7 +1,6 @@
 """Vocabularies and class splits."""
 
-import subprocess
-import sys
+import json
 
 import pytest
 
@@ -93,11 +92,15 @@ def test_shipped_text_embeddings():
     assert abs(float((emb**2).sum(1).mean()) - 1.0) < 1e-2
 
 
-def test_splits_cli():
-    out = subprocess.run([sys.executable, "-m", "stovtal.data", "splits", "--dataset", "thumos14"],
-                         capture_output=True, text=True, check=True).stdout
+def test_splits_cli(capsys):
+    from stovtal.data.__main__ import main
+
+    assert main(["splits", "--dataset", "thumos14"]) == 0
+    out = capsys.readouterr().out
     s = class_split("thumos14")
     assert f"{len(s.base)} base, {len(s.novel)} novel" in out and ", ".join(s.novel) in out
-    bad = subprocess.run([sys.executable, "-m", "stovtal.data", "splits", "--dataset", "nope"],
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+    assert main(["splits", "--dataset", "activitynet13", "--kind", "random50", "--seed", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["base"] == list(class_split("activitynet13", "random50", 2).base)
+    with pytest.raises(SystemExit):
+        main(["splits", "--dataset", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
