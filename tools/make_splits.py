@@ -5,7 +5,7 @@
 For every shipped vocabulary except kinetics400: the Kinetics-based base/novel split
 (lemmatiser: lemminflect, which ships its data and runs offline) and the seeded random 75/25 and
 50/50 splits (seeds 0..9). Rules: ``stovtal/data/splits.py``. Output:
-``stovtal/data/splits/<dataset>.json``.
+``stovtal/data/split_tables/<dataset>.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
 
     for dataset in SPLIT_DATASETS:
         table = build_split_table(dataset)
-        atomic_write_json(ROOT / "stovtal" / "data" / "splits" / f"{dataset}.json", table, indent=1)
+        atomic_write_json(ROOT / "stovtal" / "data" / "split_tables" / f"{dataset}.json", table, indent=1)
         k = table["kinetics"]
         print(f"{dataset}: {len(k['base'])} base, {len(k['novel'])} novel")
 

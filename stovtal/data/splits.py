@@ -5,7 +5,7 @@ Kinetics-based split (STOV-TAL): each class name is turned into plain words
 word stripped of surrounding punctuation (``"(in game)"`` -> ``in``, ``game``) and lemmatised
 (as a verb, then the result as a noun). A class is **base** if the lemma set of some
 Kinetics-400 class contains *all* of its lemmas, otherwise **novel**. The split is computed once
-by ``tools/make_splits.py`` with ``lemminflect`` and shipped as ``splits/<dataset>.json``, so no
+by ``tools/make_splits.py`` with ``lemminflect`` and shipped as ``split_tables/<dataset>.json``, so no
 lemmatiser is needed at run time.
 
 Random splits (prior OV-TAL work): for seeds 0..9, a random permutation of the classes; the
@@ -106,7 +106,7 @@ def random_class_split(classes: Iterable[str], base_fraction: float, seed: int) 
 
 
 def _shipped(dataset: str) -> dict[str, Any]:
-    ref = resources.files("stovtal.data").joinpath("splits", f"{dataset}.json")
+    ref = resources.files("stovtal.data").joinpath("split_tables", f"{dataset}.json")
     with resources.as_file(ref) as p:
         return read_json(p)
 
@@ -137,7 +137,7 @@ def class_split(dataset: str, kind: str = "kinetics", seed: int = 0) -> ClassSpl
 
 
 def build_split_table(dataset: str, lemmatize: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """The JSON content shipped as ``splits/<dataset>.json`` (used by ``tools/make_splits.py``)."""
+    """The JSON content shipped as ``split_tables/<dataset>.json`` (used by ``tools/make_splits.py``)."""
     names = load_vocabulary(dataset)
     base, novel = compute_kinetics_split(names, load_vocabulary("kinetics400"), lemmatize)
     table: dict[str, Any] = {"dataset": dataset, "classes": names,

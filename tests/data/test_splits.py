@@ -48,7 +48,7 @@ def test_shipped_splits_match_recomputation(dataset):
 def _shipped_table(dataset):
     import json
     from importlib import resources
-    return json.loads(resources.files("stovtal.data").joinpath("splits", f"{dataset}.json").read_text())
+    return json.loads(resources.files("stovtal.data").joinpath("split_tables", f"{dataset}.json").read_text())
 
 
 def test_thumos_kinetics_split_examples():
