@@ -51,6 +51,25 @@ def _database(gt: Mapping[str, Any]) -> Mapping[str, Any]:
     return gt["database"] if isinstance(gt, Mapping) and "database" in gt else gt
 
 
+def _fast_checked_results(predictions: Mapping[str, Any], classes: Sequence[str] | None) -> Mapping[str, Any]:
+    """``predictions["results"]`` after the checks of ``validate_predictions``, done in bulk
+    with numpy; on any failure the entry-by-entry validator runs and raises the precise error."""
+    try:
+        results = predictions["results"]
+        segs = [p["segment"] for preds in results.values() for p in preds]
+        scores = np.asarray([p["score"] for preds in results.values() for p in preds], dtype=np.float64)
+        labels = {p["label"] for preds in results.values() for p in preds}
+        seg = np.asarray(segs, dtype=np.float64).reshape(len(segs), 2)
+        ok = (np.isfinite(seg).all() and np.isfinite(scores).all() and bool((seg[:, 1] >= seg[:, 0]).all())
+              and all(type(x) is str for x in labels)
+              and (classes is None or labels <= set(classes)))
+        if ok and all(isinstance(v, list) for v in results.values()):
+            return results
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass
+    return validate_predictions(predictions, "<predictions>", classes=classes)
+
+
 def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
               classes: Sequence[str] | None = None, validate: bool = True) -> DetectionArrays:
     """Flatten a parsed annotation dict (``{"database": ...}``) and prediction dict
@@ -58,7 +77,7 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
     list is the sorted set of ground-truth labels and predictions of other labels are ignored."""
     if validate:
         db = validate_annotations(ground_truth, "<ground truth>", classes=classes)["database"]
-        results = validate_predictions(predictions, "<predictions>", classes=classes)
+        results = _fast_checked_results(predictions, classes)
     else:
         db, results = _database(ground_truth), predictions["results"]
     if classes is None:
@@ -73,25 +92,19 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
             gv.append(vidx[v])
             gc.append(cidx[a["label"]])
             gs.append(a["segment"])
-    pv, pc, ps, sc = [], [], [], []
-    ignored = 0
-    for v, preds in results.items():
-        i = vidx.get(v)
-        for p in preds:
-            c = cidx.get(p["label"])
-            if i is None or c is None:
-                ignored += 1
-                continue
-            pv.append(i)
-            pc.append(c)
-            ps.append(p["segment"])
-            sc.append(p["score"])
+    vids = list(results)
+    counts = np.array([len(results[v]) for v in vids], dtype=np.int64)
+    pv = np.repeat(np.array([vidx.get(v, -1) for v in vids], dtype=np.int64), counts)
+    pc = np.array([cidx.get(p["label"], -1) for v in vids for p in results[v]], dtype=np.int64)
+    ps = np.asarray([p["segment"] for v in vids for p in results[v]], dtype=np.float64).reshape(-1, 2)
+    sc = np.asarray([p["score"] for v in vids for p in results[v]], dtype=np.float64)
+    keep = (pv >= 0) & (pc >= 0)
+    ignored = int((~keep).sum())
+    pv, pc, ps, sc = pv[keep], pc[keep], ps[keep], sc[keep]
     return DetectionArrays(
         video_ids, classes,
         np.asarray(gv, dtype=np.int64), np.asarray(gc, dtype=np.int64),
-        np.asarray(gs, dtype=np.float64).reshape(-1, 2),
-        np.asarray(pv, dtype=np.int64), np.asarray(pc, dtype=np.int64),
-        np.asarray(ps, dtype=np.float64).reshape(-1, 2), np.asarray(sc, dtype=np.float64), ignored)
+        np.asarray(gs, dtype=np.float64).reshape(-1, 2), pv, pc, ps, sc, ignored)
 
 
 def _match(d: DetectionArrays, thresholds: np.ndarray) -> np.ndarray:
@@ -104,7 +117,7 @@ def _match(d: DetectionArrays, thresholds: np.ndarray) -> np.ndarray:
     gkey = d.gt_video * K + d.gt_class
     gorder = np.argsort(gkey, kind="stable")
     gkey_s = gkey[gorder]
-    gseg = torch.from_numpy(np.ascontiguousarray(d.gt_seg[gorder]))
+    gseg = np.ascontiguousarray(d.gt_seg[gorder])
     pkey = d.pred_video * K + d.pred_class
     gstart = np.searchsorted(gkey_s, pkey, side="left")
     gcount = np.searchsorted(gkey_s, pkey, side="right") - gstart
@@ -120,7 +133,7 @@ def _match(d: DetectionArrays, thresholds: np.ndarray) -> np.ndarray:
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
     matched = np.zeros((nT, len(gkey)), dtype=bool)
-    pseg = torch.from_numpy(np.ascontiguousarray(d.pred_seg))
+    pseg = d.pred_seg
     thr = thresholds[:, None, None]
     for r in range(rank.max() + 1):
         active = order[by_rank[bounds[r]:bounds[r + 1]]]  # one prediction per group
@@ -129,8 +142,8 @@ def _match(d: DetectionArrays, thresholds: np.ndarray) -> np.ndarray:
         cols = np.arange(width)
         valid = cols[None, :] < counts[:, None]
         gidx = np.where(valid, gstart[active][:, None] + cols[None, :], 0)  # [A, W]
-        a = pseg[active].repeat_interleave(width, dim=0)
-        b = gseg[gidx.reshape(-1)]
+        a = torch.from_numpy(np.repeat(pseg[active], width, axis=0))
+        b = torch.from_numpy(gseg[gidx.reshape(-1)])
         iou = segment_iou(a, b, aligned=True).numpy().reshape(len(active), width)
         iou = np.where(valid, iou, -1.0)
         cand = (iou[None] >= thr) & ~matched[:, gidx] & valid[None]  # [T, A, W]
