@@ -302,11 +302,10 @@ def test_soft_nms_method_codes():
 
 
 def _call_both(seg, sc, labels=None):
-    for fn in (
+    return (
         lambda: temporal_nms(seg, sc, 0.5, labels),
         lambda: soft_nms(seg, sc, 0.5, 0.5, 0.1, "gaussian", labels),
-    ):
-        yield fn
+    )
 
 
 @pytest.mark.parametrize(
@@ -366,7 +365,7 @@ def nms_problem(draw):
     lengths = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n, max_size=n))
     scores = draw(st.lists(small_score, min_size=n, max_size=n))
     labels = draw(st.one_of(st.none(), st.lists(st.integers(0, 2), min_size=n, max_size=n)))
-    seg = torch.tensor([[s, s + l] for s, l in zip(starts, lengths, strict=True)], dtype=torch.float64).reshape(n, 2)
+    seg = torch.tensor([[s, s + d] for s, d in zip(starts, lengths, strict=True)], dtype=torch.float64).reshape(n, 2)
     sc = torch.tensor(scores, dtype=torch.float64)
     lab = None if labels is None else torch.tensor(labels, dtype=torch.long)
     return seg, sc, lab
