@@ -248,13 +248,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
       int64_t next = -1;
       for (int64_t r = 0; r < m; ++r) {
         if (r == best) continue;
-        const acc_t iou = segment_iou_with_lengths(bs, be, bl, s[r], e[r], l[r]);
-        const acc_t new_score = sc[r] * soft_nms_weight(iou, thr, sigma, method);
+        acc_t new_score = sc[r];
+        // Disjoint segments (most pairs) have IoU 0 and weight exactly 1.
+        if (std::min(be, e[r]) - std::max(bs, s[r]) > acc_t(0)) {
+          const acc_t iou = segment_iou_with_lengths(bs, be, bl, s[r], e[r], l[r]);
+          new_score *= soft_nms_weight(iou, thr, sigma, method);
+        }
         if (new_score < min_score) continue;
-        s[w] = s[r];
-        e[w] = e[r];
-        l[w] = l[r];
-        pos[w] = pos[r];
+        if (w != r) {
+          s[w] = s[r];
+          e[w] = e[r];
+          l[w] = l[r];
+          pos[w] = pos[r];
+        }
         sc[w] = new_score;
         if (next < 0 || new_score > sc[next]) next = w;
         ++w;
