@@ -25,20 +25,47 @@ def build_parser() -> argparse.ArgumentParser:
         "(snippet i covers frames [i*stride, i*stride+num_frames) at --fps) plus "
         "<video_id>.meta.json. Resumable (finished videos and shards are skipped) and shardable.",
     )
-    p.add_argument("videos", help="directory of videos, or a text file with one video path per line")
+    p.add_argument(
+        "videos", help="directory of videos, or a text file with one video path per line"
+    )
     p.add_argument("--out", required=True, help="feature directory")
-    p.add_argument("--model", required=True, help="open_clip model name (e.g. ViT-B-16) or a model-config .json")
-    p.add_argument("--checkpoint", required=True, help="local open_clip weights file (no downloads)")
-    p.add_argument("--fps", type=_fps, default=30.0, help="resample to this frame rate, or 'native' (default 30)")
-    p.add_argument("--stride", type=int, default=16, help="frames between snippet starts (default 16)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="open_clip model name (e.g. ViT-B-16) or a model-config .json",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="local open_clip weights file (no downloads)"
+    )
+    p.add_argument(
+        "--fps",
+        type=_fps,
+        default=30.0,
+        help="resample to this frame rate, or 'native' (default 30)",
+    )
+    p.add_argument(
+        "--stride", type=int, default=16, help="frames between snippet starts (default 16)"
+    )
     p.add_argument("--num-frames", type=int, default=16, help="frames per snippet (default 16)")
-    p.add_argument("--batch-size", type=int, default=64, help="frames encoded per forward pass (default 64)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--fp16", action="store_true", help="store features as float16 (default float32)")
-    p.add_argument("--amp", action="store_true", help="autocast the image tower (fp16 on CUDA, bf16 on CPU)")
-    p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="frames encoded per forward pass (default 64)"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument(
+        "--fp16", action="store_true", help="store features as float16 (default float32)"
+    )
+    p.add_argument(
+        "--amp", action="store_true", help="autocast the image tower (fp16 on CUDA, bf16 on CPU)"
+    )
+    p.add_argument(
+        "--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder"
+    )
     p.add_argument("--shard", default=None, help="run job i of n ('i/n', 0-based), e.g. 0/8")
-    p.add_argument("--shard-size", type=int, default=16, help="videos per manifest shard (default 16)")
+    p.add_argument(
+        "--shard-size", type=int, default=16, help="videos per manifest shard (default 16)"
+    )
     p.add_argument("--overwrite", action="store_true", help="recompute finished videos")
     p.add_argument("--retry-errors", action="store_true", help="retry videos that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

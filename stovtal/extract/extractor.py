@@ -103,7 +103,9 @@ def extract_video(
             chunk = new[c : c + batch_size]
             emb = encode(reader.get_frames(chunk))
             if emb.ndim != 2 or emb.shape[0] != chunk.size:
-                raise RuntimeError(f"frame encoder returned shape {tuple(emb.shape)} for {chunk.size} frames")
+                raise RuntimeError(
+                    f"frame encoder returned shape {tuple(emb.shape)} for {chunk.size} frames"
+                )
             parts_idx.append(chunk)
             parts_emb.append(emb)
         all_idx = np.concatenate(parts_idx)

@@ -36,7 +36,20 @@ __all__ = ["VIDEO_EXTENSIONS", "ExtractConfig", "list_videos", "extract_features
 
 log = logging.getLogger("stovtal.extract")
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp", ".ts")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mkv",
+    ".avi",
+    ".webm",
+    ".mov",
+    ".m4v",
+    ".flv",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".3gp",
+    ".ts",
+)
 CONFIG_FILE = "extract_config.json"
 MANIFEST_DIR = "manifest"
 # Settings that change the numbers in the feature files; all files of one directory share them.
@@ -78,12 +91,18 @@ def list_videos(source: str | os.PathLike) -> list[tuple[str, str]]:
             if f.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(os.path.join(source, f))
         )
         if not paths:
-            raise ValueError(f"{source}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this directory")
+            raise ValueError(
+                f"{source}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this directory"
+            )
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
         with open(source, encoding="utf-8") as f:
             lines = [ln.strip() for ln in f]
-        paths = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln and not ln.startswith("#")]
+        paths = [
+            ln if os.path.isabs(ln) else os.path.join(base, ln)
+            for ln in lines
+            if ln and not ln.startswith("#")
+        ]
         if not paths:
             raise ValueError(f"{source}: the video list is empty")
     else:
@@ -94,7 +113,9 @@ def list_videos(source: str | os.PathLike) -> list[tuple[str, str]]:
     dups = {k: v for k, v in by_id.items() if len(v) > 1}
     if dups:
         k, v = next(iter(dups.items()))
-        raise ValueError(f"{source}: {len(dups)} video ids are used by several files, e.g. {k!r}: {v}")
+        raise ValueError(
+            f"{source}: {len(dups)} video ids are used by several files, e.g. {k!r}: {v}"
+        )
     return sorted((k, v[0]) for k, v in by_id.items())
 
 
@@ -158,7 +179,9 @@ def extract_features(
         raise FileNotFoundError(f"{config.checkpoint}: checkpoint file not found")
     sha = file_sha256(config.checkpoint)
     pinned = {
-        "model": config.model if not config.model.endswith(".json") else os.path.basename(config.model),
+        "model": config.model
+        if not config.model.endswith(".json")
+        else os.path.basename(config.model),
         "checkpoint_sha256": sha,
         "fps": config.fps,
         "stride": config.stride,
@@ -199,7 +222,9 @@ def extract_features(
                 stats["skipped"] += 1
             else:
                 try:
-                    _extract_one(vid, paths[vid], out_dir, config, backend, encoder, pinned, extract_video)
+                    _extract_one(
+                        vid, paths[vid], out_dir, config, backend, encoder, pinned, extract_video
+                    )
                     stats["encoded"] += 1
                 except VideoDecodeError as exc:
                     msg = str(exc)
@@ -240,7 +265,9 @@ def extract_features(
 def _extract_one(vid, path, out_dir, config, backend, encoder, pinned, extract_video) -> None:
     reader = open_video(path, backend)
     try:
-        feats, info = extract_video(reader, encoder, config.fps, config.stride, config.num_frames, config.batch_size)
+        feats, info = extract_video(
+            reader, encoder, config.fps, config.stride, config.num_frames, config.batch_size
+        )
     finally:
         reader.close()
     feats = feats.astype(np.float16 if config.fp16 else np.float32)

@@ -87,7 +87,9 @@ class DecordReader:
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as exc:
-            raise VideoDecodeError(f"{path}: cannot open video with decord ({_short(exc)})") from None
+            raise VideoDecodeError(
+                f"{path}: cannot open video with decord ({_short(exc)})"
+            ) from None
         _check_header(path, self.num_frames, self.fps)
 
     def get_frames(self, indices: np.ndarray) -> np.ndarray:
@@ -174,7 +176,9 @@ class PyAVReader:
         except VideoDecodeError:
             raise
         except Exception as exc:
-            raise VideoDecodeError(f"{self.path}: PyAV failed while decoding ({_short(exc)})") from None
+            raise VideoDecodeError(
+                f"{self.path}: PyAV failed while decoding ({_short(exc)})"
+            ) from None
         return np.stack(out)
 
     def close(self) -> None:

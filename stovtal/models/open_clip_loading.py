@@ -82,7 +82,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def load_open_clip(model: str, checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedClip:
+def load_open_clip(
+    model: str, checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> LoadedClip:
     """Build open_clip ``model`` and load the weights in the local file ``checkpoint``.
 
     Args:
@@ -95,7 +97,9 @@ def load_open_clip(model: str, checkpoint: str | os.PathLike, device: str | torc
     name = resolve_model_name(model)
     checkpoint = os.fspath(checkpoint)
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"{checkpoint}: checkpoint file not found (a local file is required)")
+        raise FileNotFoundError(
+            f"{checkpoint}: checkpoint file not found (a local file is required)"
+        )
     device = torch.device(device)
     with _hub_offline():
         try:

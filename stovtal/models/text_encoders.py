@@ -163,7 +163,9 @@ class OpenClipTextEncoder(TextEncoder):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self._clip = _loaded if _loaded is not None else load_open_clip(model_name, checkpoint_path, device)
+        self._clip = (
+            _loaded if _loaded is not None else load_open_clip(model_name, checkpoint_path, device)
+        )
         self.model_name = self._clip.model_name
         self.checkpoint_path = self._clip.checkpoint
         self.device = self._clip.device
@@ -171,9 +173,19 @@ class OpenClipTextEncoder(TextEncoder):
         self._embed_dim: int | None = None
 
     @classmethod
-    def from_loaded(cls, loaded: Any, templates=None, name_style: str = "verbatim", batch_size: int = 256):
+    def from_loaded(
+        cls, loaded: Any, templates=None, name_style: str = "verbatim", batch_size: int = 256
+    ):
         """Wrap an already loaded :class:`~stovtal.models.open_clip_loading.LoadedClip`."""
-        return cls(loaded.model_name, loaded.checkpoint, templates, loaded.device, name_style, batch_size, loaded)
+        return cls(
+            loaded.model_name,
+            loaded.checkpoint,
+            templates,
+            loaded.device,
+            name_style,
+            batch_size,
+            loaded,
+        )
 
     @property
     def embed_dim(self) -> int:
@@ -214,7 +226,9 @@ class NpzTextEncoder(TextEncoder):
             with np.load(self.path, allow_pickle=False) as z:
                 missing = [k for k in ("names", "embeddings") if k not in z.files]
                 if missing:
-                    raise ValueError(f"{self.path}: missing array(s) {missing} (has {sorted(z.files)})")
+                    raise ValueError(
+                        f"{self.path}: missing array(s) {missing} (has {sorted(z.files)})"
+                    )
                 names = z["names"]
                 emb = z["embeddings"]
                 file_scale = float(z["logit_scale"]) if "logit_scale" in z.files else None
@@ -225,9 +239,13 @@ class NpzTextEncoder(TextEncoder):
         except (OSError, EOFError) as exc:
             raise ValueError(f"{self.path}: not a readable .npz file ({exc})") from None
         if names.ndim != 1 or names.dtype.kind not in "US":
-            raise ValueError(f"{self.path}: 'names' must be a 1-D string array, got {names.dtype} {names.shape}")
+            raise ValueError(
+                f"{self.path}: 'names' must be a 1-D string array, got {names.dtype} {names.shape}"
+            )
         if emb.ndim != 2 or emb.dtype.kind != "f":
-            raise ValueError(f"{self.path}: 'embeddings' must be a 2-D float array, got {emb.dtype} {emb.shape}")
+            raise ValueError(
+                f"{self.path}: 'embeddings' must be a 2-D float array, got {emb.dtype} {emb.shape}"
+            )
         if emb.shape[0] != names.shape[0] or emb.shape[0] == 0:
             raise ValueError(
                 f"{self.path}: {names.shape[0]} names but {emb.shape[0]} embedding rows (need equal, > 0)"
@@ -243,7 +261,9 @@ class NpzTextEncoder(TextEncoder):
         scale = logit_scale if logit_scale is not None else file_scale
         self.logit_scale = CLIP_LOGIT_SCALE if scale is None else float(scale)
         if not np.isfinite(self.logit_scale) or self.logit_scale <= 0:
-            raise ValueError(f"{self.path}: logit_scale must be finite and > 0, got {self.logit_scale}")
+            raise ValueError(
+                f"{self.path}: logit_scale must be finite and > 0, got {self.logit_scale}"
+            )
 
     @property
     def embed_dim(self) -> int:
@@ -270,7 +290,11 @@ def save_text_embeddings(
     """Atomically write ``names`` + float32 ``embeddings [K, E]`` (+ optional
     ``logit_scale`` and string metadata) as an ``.npz``."""
     names = _check_names(names)
-    emb = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    emb = (
+        embeddings.detach().cpu().numpy()
+        if isinstance(embeddings, torch.Tensor)
+        else np.asarray(embeddings)
+    )
     if emb.ndim != 2 or emb.shape[0] != len(names):
         raise ValueError(f"embeddings must be [K={len(names)}, E], got shape {emb.shape}")
     arrays: dict[str, np.ndarray] = {

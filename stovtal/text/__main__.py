@@ -10,15 +10,25 @@ from .encode import encode_vocabulary, read_vocabulary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m stovtal.text", description="Class-name text embeddings.")
+    p = argparse.ArgumentParser(
+        prog="python -m stovtal.text", description="Class-name text embeddings."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser(
         "encode",
         help="encode a vocabulary with an open_clip text tower into an .npz (names, embeddings, logit_scale)",
     )
-    e.add_argument("--vocab", required=True, help="shipped vocabulary name (e.g. thumos14) or a .txt file")
-    e.add_argument("--model", required=True, help="open_clip model name (e.g. ViT-B-16) or a model-config .json")
-    e.add_argument("--checkpoint", required=True, help="local open_clip weights file (no downloads)")
+    e.add_argument(
+        "--vocab", required=True, help="shipped vocabulary name (e.g. thumos14) or a .txt file"
+    )
+    e.add_argument(
+        "--model",
+        required=True,
+        help="open_clip model name (e.g. ViT-B-16) or a model-config .json",
+    )
+    e.add_argument(
+        "--checkpoint", required=True, help="local open_clip weights file (no downloads)"
+    )
     e.add_argument("--out", required=True, help="output .npz")
     g = e.add_mutually_exclusive_group()
     g.add_argument(
@@ -27,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"template preset: {', '.join(sorted(PROMPT_TEMPLATES))} (default: the class name itself)",
     )
     g.add_argument(
-        "--template", action="append", dest="template_list", help="a prompt template with '{}'; repeatable"
+        "--template",
+        action="append",
+        dest="template_list",
+        help="a prompt template with '{}'; repeatable",
     )
     e.add_argument(
         "--name-style",

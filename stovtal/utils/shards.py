@@ -118,7 +118,9 @@ class ShardPlan:
         ordered = sorted(items)
         dups = sorted({a for a, b in zip(ordered, ordered[1:], strict=False) if a == b})
         if dups:
-            raise ValueError(f"duplicate item ids: {dups[:10]!r}" + (" ..." if len(dups) > 10 else ""))
+            raise ValueError(
+                f"duplicate item ids: {dups[:10]!r}" + (" ..." if len(dups) > 10 else "")
+            )
         self.items: tuple[str, ...] = tuple(ordered)
         self.shard_size = shard_size
         self.shards: tuple[Shard, ...] = tuple(
@@ -141,7 +143,9 @@ class ShardPlan:
         if num_jobs < 1 or not 0 <= job < num_jobs:
             raise ValueError(f"need 0 <= job < num_jobs, got job={job}, num_jobs={num_jobs}")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
         total = num_jobs * world_size
         me = job * world_size + rank
         return [s for s in self.shards if s.index % total == me]
@@ -227,7 +231,9 @@ class ShardManifest:
     def is_done(self, shard: Shard) -> bool:
         return self.read_record(shard) is not None
 
-    def pending(self, shards: Sequence[Shard] | None = None, retry_errors: bool = False) -> list[Shard]:
+    def pending(
+        self, shards: Sequence[Shard] | None = None, retry_errors: bool = False
+    ) -> list[Shard]:
         """Shards (default: all of the plan) without a record; with ``retry_errors``
         also those whose record lists per-item errors."""
         out = []

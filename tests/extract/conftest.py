@@ -76,3 +76,16 @@ def tiny_clip(tmp_path_factory):
     ckpt = d / "tiny.pt"
     torch.save(model.state_dict(), ckpt)
     return str(cfg), str(ckpt)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny model's ops are microseconds long; with several intra-op threads on a
+    busy 2-core machine thread hand-offs dominate (measured >10x slower), so these
+    tests run single-threaded and restore the setting afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -49,7 +49,10 @@ def references(videos, tiny_clip):
     vdir, lengths = videos
     model, _, pre = open_clip.create_model_and_transforms("tiny-clip-test", pretrained=tiny_clip[1])
     model.eval()
-    return {n: reference_features(str(vdir / f"{n}.mp4"), model, pre, 30.0, STRIDE, NFR) for n in lengths}
+    return {
+        n: reference_features(str(vdir / f"{n}.mp4"), model, pre, 30.0, STRIDE, NFR)
+        for n in lengths
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,15 @@ def videos(tmp_path_factory, video_tools):
 
 def cfg(tiny_clip, **kw):
     model, ckpt = tiny_clip
-    base = dict(model=model, checkpoint=ckpt, fps=30.0, stride=STRIDE, num_frames=NFR, batch_size=16, device="cpu")
+    base = dict(
+        model=model,
+        checkpoint=ckpt,
+        fps=30.0,
+        stride=STRIDE,
+        num_frames=NFR,
+        batch_size=16,
+        device="cpu",
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -77,14 +88,17 @@ def test_features_match_reference(videos, references, tiny_clip, tmp_path, backe
         pytest.skip("no decord")
     vdir, lengths = videos
     out = tmp_path / "feats"
-    res = extract_features(str(vdir), out, cfg(tiny_clip, backend=backend, batch_size=5), progress=False)
+    res = extract_features(
+        str(vdir), out, cfg(tiny_clip, backend=backend, batch_size=5), progress=False
+    )
     assert res["encoded"] == len(lengths) and res["errors"] == 0
     for name, (n, fps) in lengths.items():
         feats = np.load(out / f"{name}.npy")
         meta = read_json(out / f"{name}.meta.json")
         ref, n_target = references[name]
+        assert n_target == n * 30 // fps
         # snippet count from the video length: windows [4i, 4i+8) inside the video, at least one
-        assert feats.shape == (max(1, (n_target - NFR) // STRIDE + 1 if n_target >= NFR else 1), 16)
+        assert feats.shape == (sum(i * STRIDE + NFR <= n_target for i in range(n_target)) or 1, 16)
         assert feats.dtype == np.float32
         np.testing.assert_allclose(feats, ref, atol=2e-5, err_msg=name)
         np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
@@ -133,8 +147,12 @@ def test_corrupt_files_reported_and_skipped(videos, tiny_clip, tmp_path):
             manifest_errors.update(json.loads((out / "manifest" / f).read_text())["errors"])
     assert manifest_errors == res["error_list"]
     again = extract_features(str(listing), out, cfg(tiny_clip), shard_size=2, progress=False)
-    assert again["encoded"] == 0 and again["errors"] == 0  # failed videos are not retried by default
-    retry = extract_features(str(listing), out, cfg(tiny_clip), shard_size=2, retry_errors=True, progress=False)
+    assert (
+        again["encoded"] == 0 and again["errors"] == 0
+    )  # failed videos are not retried by default
+    retry = extract_features(
+        str(listing), out, cfg(tiny_clip), shard_size=2, retry_errors=True, progress=False
+    )
     assert retry["encoded"] == 0 and retry["errors"] == 3
 
 
@@ -149,7 +167,9 @@ def test_resume_does_no_work_twice(videos, tiny_clip, tmp_path, monkeypatch):
 
     calls = []
     real = ex.ClipFrameEncoder.__call__
-    monkeypatch.setattr(ex.ClipFrameEncoder, "__call__", lambda self, fr: calls.append(len(fr)) or real(self, fr))
+    monkeypatch.setattr(
+        ex.ClipFrameEncoder, "__call__", lambda self, fr: calls.append(len(fr)) or real(self, fr)
+    )
     second = extract_features(str(vdir), out, cfg(tiny_clip), shard_size=2, progress=False)
     assert second["encoded"] == 0 and second["skipped"] == len(lengths) and calls == []
     assert stamps == {f: os.stat(out / f).st_mtime_ns for f in stamps}
@@ -166,7 +186,9 @@ def test_shards_split_work_exactly_once(videos, tiny_clip, tmp_path):
     vdir, lengths = videos
     out = tmp_path / "out"
     counts = [
-        extract_features(str(vdir), out, cfg(tiny_clip), shard=f"{i}/3", shard_size=1, progress=False)["encoded"]
+        extract_features(
+            str(vdir), out, cfg(tiny_clip), shard=f"{i}/3", shard_size=1, progress=False
+        )["encoded"]
         for i in range(3)
     ]
     assert sum(counts) == len(lengths) and all(c > 0 for c in counts)
@@ -189,7 +211,16 @@ def test_settings_change_is_refused(videos, tiny_clip, tmp_path):
 def test_cli_errors(videos, tiny_clip, tmp_path, capsys):
     vdir, _ = videos
     model, ckpt = tiny_clip
-    base = [str(vdir), "--out", str(tmp_path / "o"), "--model", model, "--device", "cpu", "--no-progress"]
+    base = [
+        str(vdir),
+        "--out",
+        str(tmp_path / "o"),
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert extract_main(base + ["--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt: checkpoint file not found" in capsys.readouterr().err
     bad_ckpt = tmp_path / "bad.pt"
@@ -204,3 +235,70 @@ def test_cli_errors(videos, tiny_clip, tmp_path, capsys):
     assert "novideos" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         extract_main(["--help"])
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_outputs(tmp_path, video_tools, tiny_clip):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_video, _, _ = video_tools
+    vdir = tmp_path / "v"
+    vdir.mkdir()
+    for i in range(10):
+        write_video(vdir / f"k{i}.mp4", 30 + 3 * i)
+    (vdir / "k_bad.mp4").write_bytes(b"\x01" * 999)
+    model, ckpt = tiny_clip
+    args = [
+        "--model",
+        model,
+        "--checkpoint",
+        ckpt,
+        "--stride",
+        "4",
+        "--num-frames",
+        "8",
+        "--fps",
+        "native",
+        "--device",
+        "cpu",
+        "--shard-size",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stovtal.extract", str(vdir), "--out", str(killed), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    records = killed / "manifest"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if records.is_dir() and sum(f.startswith("shard-") for f in os.listdir(records)) >= 2:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = sum(f.startswith("shard-") for f in os.listdir(records))
+    assert 0 < n_done < 11, "the extraction must be killed mid-run"
+
+    assert extract_main([str(vdir), "--out", str(killed), *args]) == 0
+    clean = tmp_path / "clean"
+    assert extract_main([str(vdir), "--out", str(clean), *args]) == 0
+    names = sorted(f for f in os.listdir(clean) if f.endswith(".npy"))
+    assert names == sorted(f for f in os.listdir(killed) if f.endswith(".npy")) and len(names) == 10
+    for f in names:
+        assert (killed / f).read_bytes() == (clean / f).read_bytes(), f
+        a, b = (
+            read_json(killed / f.replace(".npy", ".meta.json")),
+            read_json(clean / f.replace(".npy", ".meta.json")),
+        )
+        assert a == b
+    for f in sorted(os.listdir(clean / "manifest")):
+        assert read_json(killed / "manifest" / f) == read_json(clean / "manifest" / f), f

@@ -33,7 +33,9 @@ def ref_frames(n_native, native_fps, fps):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 120), native=RATES, fps=RATES, stride=st.integers(1, 9), nfr=st.integers(1, 20))
+@given(
+    n=st.integers(0, 120), native=RATES, fps=RATES, stride=st.integers(1, 9), nfr=st.integers(1, 20)
+)
 def test_indices_match_time_based_reference(n, native, fps, stride, nfr):
     ref = ref_frames(n, native, fps)
     assert num_target_frames(n, native, fps) == len(ref)

@@ -7,7 +7,10 @@ import pytest
 
 from stovtal.extract.video import VideoDecodeError, decord_status, open_video
 
-BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_status()[0], reason="no decord"))]
+BACKENDS = [
+    "pyav",
+    pytest.param("decord", marks=pytest.mark.skipif(not decord_status()[0], reason="no decord")),
+]
 
 
 @pytest.fixture(scope="module")

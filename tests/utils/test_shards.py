@@ -57,10 +57,14 @@ def test_plan_is_deterministic_and_validated():
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(0, 60), size=st.integers(1, 7), jobs=st.integers(1, 5), world=st.integers(1, 4))
+@given(
+    n=st.integers(0, 60), size=st.integers(1, 7), jobs=st.integers(1, 5), world=st.integers(1, 4)
+)
 def test_selection_partitions_the_shards(n, size, jobs, world):
     plan = ShardPlan([f"x{i:03d}" for i in range(n)], size)
-    picked = [s.index for j in range(jobs) for r in range(world) for s in plan.select(j, jobs, r, world)]
+    picked = [
+        s.index for j in range(jobs) for r in range(world) for s in plan.select(j, jobs, r, world)
+    ]
     assert sorted(picked) == list(range(len(plan)))
     loads = [len(plan.select(j, jobs, r, world)) for j in range(jobs) for r in range(world)]
     assert max(loads) - min(loads) <= 1
@@ -87,7 +91,9 @@ def test_rank_and_world_size_from_env(monkeypatch):
 
 
 def _process(shard):
-    out = {x: hashlib.sha256(x.encode()).hexdigest()[:8] for x in shard.items if not x.endswith("7")}
+    out = {
+        x: hashlib.sha256(x.encode()).hexdigest()[:8] for x in shard.items if not x.endswith("7")
+    }
     return ShardResult(output=out, errors={x: "unreadable" for x in shard.items if x.endswith("7")})
 
 
@@ -101,7 +107,9 @@ def test_manifest_records_pending_and_merge(tmp_path):
     counts = run_shards(m, plan.select(0, 2), _process)
     assert counts == {"processed": 2, "skipped": 0, "errors": 1}  # shards 0 and 2 (v12..v17)
     assert [s.index for s in m.pending()] == [1, 3]
-    assert set(m.merge_outputs(allow_incomplete=True)) == set(plan.shards[0].items + plan.shards[2].items) - {"v17"}
+    assert set(m.merge_outputs(allow_incomplete=True)) == set(
+        plan.shards[0].items + plan.shards[2].items
+    ) - {"v17"}
     run_shards(m, plan.select(1, 2), _process)
     assert m.is_complete()
     expected = {x: hashlib.sha256(x.encode()).hexdigest()[:8] for x in items if not x.endswith("7")}
@@ -109,7 +117,13 @@ def test_manifest_records_pending_and_merge(tmp_path):
     assert m.errors() == {"v07": "unreadable", "v17": "unreadable"}
     assert m.merge_outputs(combine=len) == 4
     assert [s.index for s in m.pending(retry_errors=True)] == [1, 2]
-    assert m.summary() == {"num_shards": 4, "done_shards": 4, "num_items": 20, "done_items": 20, "errors": 2}
+    assert m.summary() == {
+        "num_shards": 4,
+        "done_shards": 4,
+        "num_items": 20,
+        "done_items": 20,
+        "errors": 2,
+    }
     # a rerun does nothing
     assert run_shards(m, plan.shards, _process) == {"processed": 0, "skipped": 4, "errors": 0}
 
@@ -118,7 +132,9 @@ def test_manifest_rejects_bad_state(tmp_path):
     plan = ShardPlan([f"v{i}" for i in range(6)], 2)
     d = tmp_path / "m"
     m = ShardManifest(d, plan)
-    with pytest.raises(ValueError, match="plan.json: this manifest belongs to a different work plan"):
+    with pytest.raises(
+        ValueError, match="plan.json: this manifest belongs to a different work plan"
+    ):
         ShardManifest(d, ShardPlan([f"v{i}" for i in range(7)], 2))
     other = ShardPlan(["zz", "zy"], 2).shards[0]
     with pytest.raises(ValueError, match="not a shard of this manifest"):
@@ -170,7 +186,7 @@ def test_sigkill_loses_at_most_the_shard_in_flight(tmp_path, monkeypatch):
     script.write_text(WORKER)
     d, log = tmp_path / "manifest", tmp_path / "started.log"
     argv = [str(script), str(d), str(log)]
-    proc = subprocess.Popen([sys.executable, *argv], env=os.environ.copy())
+    proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while len(_records(d)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -183,10 +199,16 @@ def test_sigkill_loses_at_most_the_shard_in_flight(tmp_path, monkeypatch):
     plan = ShardPlan([f"vid{i:03d}" for i in range(60)], 3)
     m = ShardManifest(d, plan)
     assert m.is_complete()
-    want = {f"vid{i:03d}": hashlib.sha256(f"vid{i:03d}".encode()).hexdigest() for i in range(60) if i % 10 != 7}
+    want = {
+        f"vid{i:03d}": hashlib.sha256(f"vid{i:03d}".encode()).hexdigest()
+        for i in range(60)
+        if i % 10 != 7
+    }
     assert m.merge_outputs() == want
     assert m.errors() == {f"vid{i:03d}": "unreadable" for i in range(60) if i % 10 == 7}
     started = [int(x) for x in log.read_text().split()]
     redone = {s for s in started if started.count(s) > 1}
     assert sorted(set(started)) == list(range(20))
-    assert len(redone) <= 1 and all(started.count(s) == 2 for s in redone)  # at most the one in flight
+    assert len(redone) <= 1 and all(
+        started.count(s) == 2 for s in redone
+    )  # at most the one in flight
