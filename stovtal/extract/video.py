@@ -83,7 +83,7 @@ class DecordReader:
 
         self.path = path
         try:
-            self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as exc:
