@@ -56,7 +56,12 @@ def setup(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "backend",
-    ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not decord_status()[0], reason="no decord"))],
+    [
+        "pyav",
+        pytest.param(
+            "decord", marks=pytest.mark.skipif(not decord_status()[0], reason="no decord")
+        ),
+    ],
 )
 def test_extract_video(benchmark, setup, backend):
     path, encoder = setup

@@ -62,7 +62,9 @@ def test_pooling_blocks_and_memory_bound(n, native, fps, stride, nfr, batch):
     assert max(len(r) for r in reader.requests) <= batch  # at most one batch of frames in memory
     assert len(requested) == len(np.unique(requested))  # every frame decoded once
     assert set(requested.tolist()) == set(np.unique(idx).tolist())  # and only the needed ones
-    assert all(np.all(np.diff(r) > 0) for r in reader.requests)  # increasing: sequential decoders never seek back
+    assert all(
+        np.all(np.diff(r) > 0) for r in reader.requests
+    )  # increasing: sequential decoders never seek back
     assert np.all(np.diff([r[0] for r in reader.requests]) > 0)
 
 
