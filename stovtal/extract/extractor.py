@@ -3,14 +3,17 @@
 Snippets are processed in blocks of about ``batch_size`` new frames: the block's
 distinct native frames are decoded, preprocessed and encoded in one batch,
 each snippet's frame embeddings are mean-pooled and the result L2-normalised.
-Frames shared with the next block (``stride < num_frames``) are kept, the rest
-dropped, so memory holds one batch of frames plus the ``[T, D]`` output,
-however long the video.
+Embeddings of frames shared with the next block (``stride < num_frames``) are
+kept, the rest dropped. A background thread decodes and preprocesses the next
+batch while the model encodes the current one, so memory holds at most three
+batches of frames plus the ``[T, D]`` output, however long the video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,11 +38,16 @@ class ClipFrameEncoder:
         self.device = torch.device(loaded.device)
         self.amp = amp
 
-    @torch.inference_mode()
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """open_clip's validation transform of each frame: float ``[n, 3, S, S]``."""
         from PIL import Image
 
-        x = torch.stack([self.preprocess(Image.fromarray(f)) for f in frames]).to(self.device)
+        return torch.stack([self.preprocess(Image.fromarray(f)) for f in frames])
+
+    @torch.inference_mode()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Image-tower embeddings of prepared frames: float32 ``[n, D]`` on the CPU."""
+        x = x.to(self.device, non_blocking=True)
         if self.amp:
             dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
             with torch.autocast(self.device.type, dtype=dtype):
@@ -47,6 +55,9 @@ class ClipFrameEncoder:
         else:
             y = self.model.encode_image(x)
         return y.float().cpu()
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        return self.embed(self.prepare(frames))
 
 
 def extract_video(
@@ -89,41 +100,89 @@ def extract_video(
         from .video import VideoDecodeError
 
         raise VideoDecodeError(f"{reader.path}: video has zero frames")
-    block = max(1, batch_size // min(stride, num_frames))
+    plan = _plan(T, n_native, native_fps, fps, stride, num_frames, batch_size)
+    prepare = getattr(encode, "prepare", None)
+    embed = getattr(encode, "embed", None)
+    if prepare is None or embed is None:  # a plain callable: only decoding runs ahead
+        prepare, embed = (lambda frames: frames), encode
+
+    def load(chunk: np.ndarray):
+        return prepare(reader.get_frames(chunk))
+
+    batches = _run_ahead(load, [c for _, _, chunks, _ in plan for c in chunks])
     out: np.ndarray | None = None
     cache_idx = np.zeros(0, np.int64)  # sorted native indices with embeddings in cache_emb
     cache_emb: torch.Tensor | None = None
+    try:
+        for snips, idx, chunks, keep_from in plan:
+            parts_idx, parts_emb = [cache_idx], [cache_emb]
+            for chunk in chunks:
+                emb = embed(next(batches))
+                if emb.ndim != 2 or emb.shape[0] != chunk.size:
+                    raise RuntimeError(
+                        f"frame encoder returned shape {tuple(emb.shape)} for {chunk.size} frames"
+                    )
+                parts_idx.append(chunk)
+                parts_emb.append(emb)
+            all_idx = np.concatenate(parts_idx)
+            all_emb = torch.cat([e for e in parts_emb if e is not None])
+            order = np.argsort(all_idx, kind="stable")
+            all_idx, all_emb = all_idx[order], all_emb[torch.from_numpy(order)]
+            pos = torch.from_numpy(np.searchsorted(all_idx, idx))  # [b, num_frames]
+            pooled = all_emb[pos].mean(dim=1)
+            norms = pooled.norm(dim=1, keepdim=True)
+            if not torch.isfinite(pooled).all() or (norms == 0).any():
+                raise RuntimeError(
+                    f"{reader.path}: frame encoder produced NaN/Inf or zero features"
+                )
+            pooled = (pooled / norms).numpy()
+            if out is None:
+                out = np.empty((T, pooled.shape[1]), np.float32)
+            out[snips] = pooled
+            keep = all_idx >= keep_from
+            cache_idx, cache_emb = all_idx[keep], all_emb[torch.from_numpy(keep)]
+    finally:
+        batches.close()
+    assert out is not None
+    return out, info
+
+
+def _plan(T, n_native, native_fps, fps, stride, num_frames, batch_size):
+    """Blocks of snippets: (snippet ids, their native frame indices [b, num_frames],
+    chunks of frames to decode for the block (each <= batch_size), first frame index
+    still needed afterwards). Frames are decoded once, in increasing order."""
+    block = max(1, batch_size // min(stride, num_frames))
+    plan = []
+    cached = np.zeros(0, np.int64)
     for b0 in range(0, T, block):
         snips = np.arange(b0, min(T, b0 + block))
         idx = snippet_frame_indices(snips, n_native, native_fps, fps, stride, num_frames)
-        need = np.unique(idx)
-        new = np.setdiff1d(need, cache_idx, assume_unique=True)
-        parts_idx, parts_emb = [cache_idx], [cache_emb]
-        for c in range(0, new.size, batch_size):
-            chunk = new[c : c + batch_size]
-            emb = encode(reader.get_frames(chunk))
-            if emb.ndim != 2 or emb.shape[0] != chunk.size:
-                raise RuntimeError(
-                    f"frame encoder returned shape {tuple(emb.shape)} for {chunk.size} frames"
-                )
-            parts_idx.append(chunk)
-            parts_emb.append(emb)
-        all_idx = np.concatenate(parts_idx)
-        all_emb = torch.cat([e for e in parts_emb if e is not None])
-        order = np.argsort(all_idx, kind="stable")
-        all_idx, all_emb = all_idx[order], all_emb[torch.from_numpy(order)]
-        pos = torch.from_numpy(np.searchsorted(all_idx, idx))  # [b, num_frames]
-        pooled = all_emb[pos].mean(dim=1)
-        norms = pooled.norm(dim=1, keepdim=True)
-        if not torch.isfinite(pooled).all() or (norms == 0).any():
-            raise RuntimeError(f"{reader.path}: frame encoder produced NaN/Inf or zero features")
-        pooled = (pooled / norms).numpy()
-        if out is None:
-            out = np.empty((T, pooled.shape[1]), np.float32)
-        out[snips] = pooled
+        new = np.setdiff1d(np.unique(idx), cached, assume_unique=True)
+        chunks = [new[c : c + batch_size] for c in range(0, new.size, batch_size)]
         if b0 + block < T:  # later snippets only use frames >= the next snippet's first frame
             nxt = snippet_frame_indices([b0 + block], n_native, native_fps, fps, stride, num_frames)
-            keep = all_idx >= nxt.min()
-            cache_idx, cache_emb = all_idx[keep], all_emb[torch.from_numpy(keep)]
-    assert out is not None
-    return out, info
+            keep_from = int(nxt.min())
+        else:
+            keep_from = n_native
+        plan.append((snips, idx, chunks, keep_from))
+        merged = np.union1d(cached, new)
+        cached = merged[merged >= keep_from]
+    return plan
+
+
+def _run_ahead(fn: Callable, items: list, depth: int = 1) -> Iterator:
+    """``fn(item)`` for each item, in order, computed in one background thread up to
+    ``depth + 1`` items ahead (decoding and preprocessing overlap the model)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stovtal-decode") as pool:
+        pending: deque[Future] = deque(pool.submit(fn, x) for x in items[: depth + 1])
+        nxt = depth + 1
+        try:
+            while pending:
+                result = pending.popleft().result()
+                if nxt < len(items):
+                    pending.append(pool.submit(fn, items[nxt]))
+                    nxt += 1
+                yield result
+        finally:
+            for f in pending:
+                f.cancel()
