@@ -262,7 +262,17 @@ def extract_features(
     }
 
 
-def _extract_one(vid, path, out_dir, config, backend, encoder, pinned, extract_video) -> None:
+def _extract_one(
+    vid: str,
+    path: str,
+    out_dir: str,
+    config: ExtractConfig,
+    backend: str,
+    encoder: Any,
+    pinned: dict[str, Any],
+    extract_video: Any,
+) -> None:
+    """Features of one video -> ``<vid>.npy``, then ``<vid>.meta.json`` (both atomic)."""
     reader = open_video(path, backend)
     try:
         feats, info = extract_video(
