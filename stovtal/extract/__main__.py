@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp", action="store_true", help="autocast the image tower (fp16 on CUDA, bf16 on CPU)"
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op CPU threads (default: torch's choice; 1 is much faster on a busy machine)",
+    )
+    p.add_argument(
         "--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder"
     )
     p.add_argument("--shard", default=None, help="run job i of n ('i/n', 0-based), e.g. 0/8")
@@ -76,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("stovtal").setLevel(logging.INFO)
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     device = args.device
     if device is None:
-        import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = ExtractConfig(
         model=args.model,
