@@ -139,7 +139,7 @@ class RetrainConfig:
             (online self-training); 0: never.
     """
 
-    train: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 6})
     teacher_decay: float = 0.999
     student_init: str = "scratch"
     consistency_weight: float = 0.0
@@ -156,16 +156,33 @@ class EvalConfig:
     batch_size: int = 8
 
 
+def _default_model() -> dict[str, Any]:
+    # sized so that the default pipeline runs in minutes on 2 CPU cores; the authors' full-size
+    # localizer is LocalizerConfig's default (set model.embed_dim=512 model.head_dim=512 ...)
+    return {"embed_dim": 128, "head_dim": 128, "num_heads": 4}
+
+
+def _default_train() -> dict[str, Any]:
+    return {"epochs": 15, "batch_size": 4, "warmup_epochs": 2.0, "lr": 1e-4}
+
+
 @dataclass
 class SelfTrainConfig:
-    """The whole pipeline. ``seed`` seeds training and the unlabelled subset draw."""
+    """The whole pipeline.
+
+    ``seed`` seeds training (base and retraining); ``num_threads`` sets ``torch.set_num_threads``
+    (0: torch's default; 1 is much faster on a CPU shared with other jobs). ``model`` and
+    ``train`` are overrides of ``LocalizerConfig`` / ``TrainConfig``; their defaults here are
+    small, for the synthetic world on a 2-core CPU.
+    """
 
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    num_threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=_default_model)
+    train: dict[str, Any] = field(default_factory=_default_train)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -233,6 +250,7 @@ def validate(cfg: SelfTrainConfig, check_paths: bool = True) -> None:
 
     Raises :class:`ConfigError` naming the key. Model/train sections are checked by building
     their dataclasses (which raise ``ValueError`` with the key)."""
+    _need(cfg.num_threads >= 0, "num_threads", f"must be >= 0, got {cfg.num_threads}")
     p = cfg.pseudo
     _need(p.threshold_mode in THRESHOLD_MODES, "pseudo.threshold_mode",
           f"must be one of {THRESHOLD_MODES}, got {p.threshold_mode!r}")

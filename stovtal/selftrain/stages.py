@@ -222,6 +222,8 @@ class Context:
 def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
     from stovtal.engine import resolve_device
 
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     data = resolve_data(cfg, workdir, log)
