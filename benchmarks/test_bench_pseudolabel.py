@@ -17,6 +17,9 @@ import os
 
 import numpy as np
 import pytest
+
+pytest.importorskip("stovtal.engine", reason="needs the models/extract branches")
+pytest.importorskip("stovtal.utils.shards", reason="needs the models/extract branches")
 import torch
 
 from stovtal.data import FeatureGrid

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+pytest.importorskip("stovtal.engine", reason="needs the models/extract branches")
+
 from stovtal.selftrain.__main__ import main
 from stovtal.selftrain.config import ConfigError, load_config, validate
 

@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+pytest.importorskip("stovtal.engine", reason="needs the models/extract branches")
+pytest.importorskip("stovtal.utils.shards", reason="needs the models/extract branches")
+
 from stovtal.selftrain.config import ConfigError, load_config
 from stovtal.selftrain.stages import make_context, run_stage
 from stovtal.utils.fileio import read_json

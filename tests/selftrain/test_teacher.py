@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+
+pytest.importorskip("stovtal.engine", reason="needs the models/extract branches")
 import torch
 from torch.utils.data import Dataset
 
