@@ -124,7 +124,11 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         if path:
             p = config_path(path)
             try:
-                merged = OmegaConf.merge(merged, OmegaConf.load(p))
+                loaded = OmegaConf.load(p)
+            except Exception as exc:  # YAML syntax errors come from the yaml parser
+                raise ValueError(f"{p}: not a valid YAML config ({exc})") from None
+            try:
+                merged = OmegaConf.merge(merged, loaded)
             except OmegaConfBaseException as exc:
                 raise ValueError(f"{p}: {exc}") from None
         if overrides:
