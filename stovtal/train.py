@@ -20,8 +20,21 @@ import torch
 from stovtal.config import load_config, to_yaml
 from stovtal.data import collate_videos
 from stovtal.engine import Trainer, predict_segments
-from stovtal.engine.builders import build_dataset, build_loader, build_localizer, class_agnostic_map, resolve_data, subset_database
-from stovtal.engine.run import base_training_annotations, config_to_dict, evaluate_on_test, format_results_table, load_localizer
+from stovtal.engine.builders import (
+    build_dataset,
+    build_loader,
+    build_localizer,
+    class_agnostic_map,
+    resolve_data,
+    subset_database,
+)
+from stovtal.engine.run import (
+    base_training_annotations,
+    config_to_dict,
+    evaluate_on_test,
+    format_results_table,
+    load_localizer,
+)
 from stovtal.utils.fileio import atomic_write_json
 
 

@@ -19,7 +19,7 @@ __all__ = ["epoch_seed", "seed_everything", "seed_worker"]
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch; optionally ask torch for deterministic kernels."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (seeds the global RNG other code may use)
     torch.manual_seed(seed)
     if deterministic:
         torch.backends.cudnn.benchmark = False
@@ -34,5 +34,5 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def seed_worker(worker_id: int) -> None:
     """``DataLoader`` ``worker_init_fn``: derive numpy/python seeds from torch's per-worker seed."""
     s = torch.initial_seed() % 2**32
-    np.random.seed(s)
+    np.random.seed(s)  # noqa: NPY002
     random.seed(s)

@@ -223,7 +223,7 @@ class Trainer:
         cfg = self.cfg
         s = epoch_seed(cfg.seed, self.epoch) ^ 0x5EED
         torch.manual_seed(s)
-        np.random.seed(s % 2**32)
+        np.random.seed(s % 2**32)  # noqa: NPY002  (global RNG of dataset code)
         random.seed(s)
         self.model.train()
         sums: dict[str, float] = {}

@@ -4,9 +4,10 @@ import pickle
 
 import pytest
 import torch
+from stovtal.data import collate_videos
+from stovtal.eval import detection_map
 
 import stovtal  # noqa: F401
-from stovtal.data import collate_videos
 from stovtal.engine import (
     ModelEMA,
     TrainConfig,
@@ -18,8 +19,13 @@ from stovtal.engine import (
     segments_to_json,
     warmup_cosine,
 )
-from stovtal.eval import detection_map
-from stovtal.models import ActionLocalizer, ClassifierConfig, LocalizerConfig, OpenVocabClassifier, Vocabulary
+from stovtal.models import (
+    ActionLocalizer,
+    ClassifierConfig,
+    LocalizerConfig,
+    OpenVocabClassifier,
+    Vocabulary,
+)
 
 NAMES = [f"class{i}" for i in range(8)]
 BASE, NOVEL = [0, 1, 2, 3], [4, 5, 6, 7]

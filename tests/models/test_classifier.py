@@ -4,7 +4,14 @@ import pytest
 import torch
 
 import stovtal  # noqa: F401
-from stovtal.models import ClassifierConfig, NMSConfig, OpenVocabClassifier, Vocabulary, fuse_scores, to_results
+from stovtal.models import (
+    ClassifierConfig,
+    NMSConfig,
+    OpenVocabClassifier,
+    Vocabulary,
+    fuse_scores,
+    to_results,
+)
 from stovtal.models.postprocess import grid_to_seconds, seconds_to_grid
 
 META = {"fps": [30.0], "feat_stride": [4], "feat_num_frames": [16]}
