@@ -9,6 +9,7 @@ pure-PyTorch versions that define their semantics.
 from . import reference
 from ._library import info, registered_ops
 from .jaccard import jaccard_distance, jaccard_distance_topk
+from .nms import soft_nms, temporal_nms
 from .segment_iou import segment_iou
 
 __all__ = [
@@ -18,4 +19,6 @@ __all__ = [
     "reference",
     "registered_ops",
     "segment_iou",
+    "soft_nms",
+    "temporal_nms",
 ]
