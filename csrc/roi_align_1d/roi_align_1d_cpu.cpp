@@ -16,6 +16,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -137,47 +138,318 @@ TapTable<acc_t> build_tap_table(const at::Tensor& rois, int64_t output_size, int
   return table;
 }
 
-at::Tensor roi_align_1d_cpu(const at::Tensor& features_in, const at::Tensor& rois_in,
+// The tile loops are compiled twice: for the build's baseline ISA and, on
+// x86-64 with GCC/Clang, for AVX2+FMA, chosen at run time (the baseline
+// x86-64 ISA has only 128-bit vectors).
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define STOVTAL_ROI_AVX2 1
+#define STOVTAL_ALWAYS_INLINE inline __attribute__((always_inline))
+#define STOVTAL_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define STOVTAL_ROI_AVX2 0
+#define STOVTAL_ALWAYS_INLINE inline
+#endif
+
+bool cpu_has_avx2() {
+#if STOVTAL_ROI_AVX2
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// Channels per tile: 256 bytes of accumulators, which the compiler keeps in
+// vector registers while it streams the taps of a bin.
+template <typename acc_t>
+constexpr int64_t tile_channels() {
+  return 256 / static_cast<int64_t>(sizeof(acc_t));
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define STOVTAL_ROI_VECTOR_EXT 1
+// 32-byte vectors of acc_t (GCC/Clang vector extension): one ymm register
+// with AVX2, two xmm registers on the baseline ISA.
+template <typename acc_t>
+struct Lanes {
+  static constexpr int64_t kCount = 32 / static_cast<int64_t>(sizeof(acc_t));
+  typedef acc_t type __attribute__((vector_size(32)));
+};
+
+template <typename acc_t, typename scalar_t>
+STOVTAL_ALWAYS_INLINE typename Lanes<acc_t>::type load_lanes(const scalar_t* p) {
+  typename Lanes<acc_t>::type v;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    __builtin_memcpy(&v, p, sizeof(v));
+  } else {
+    for (int64_t i = 0; i < Lanes<acc_t>::kCount; ++i) v[i] = static_cast<acc_t>(p[i]);
+  }
+  return v;
+}
+#else
+#define STOVTAL_ROI_VECTOR_EXT 0
+#endif
+
+// Bin l of roi k for channels [c0, c0 + cn) (cn == kTile when kFull).
+// `fcl` is the roi's batch row of the channels-last features [T, C].
+template <typename scalar_t, typename acc_t, bool kFull>
+STOVTAL_ALWAYS_INLINE void forward_bin(const TapTable<acc_t>& table, const scalar_t* fcl,
+                                       scalar_t* out, int64_t k, int64_t l, int64_t c0,
+                                       int64_t cn, int64_t channels, int64_t output_size) {
+  constexpr int64_t kTile = tile_channels<acc_t>();
+  const int64_t* bin_seg = table.bin_seg.data() + k * output_size;
+  {
+    acc_t acc[kTile] = {};
+#if STOVTAL_ROI_VECTOR_EXT
+    if constexpr (kFull) {
+      // Accumulators in registers: kTile / lanes vectors.
+      using vec_t = typename Lanes<acc_t>::type;
+      constexpr int64_t kLanes = Lanes<acc_t>::kCount;
+      constexpr int64_t kVecs = kTile / kLanes;
+      vec_t v[kVecs] = {};
+      for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
+        const scalar_t* x = fcl + table.seg_t0[s] * channels + c0;
+        const acc_t* w = table.w.data() + table.seg_off[s];
+        const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
+        for (int64_t j = 0; j < n; ++j, x += channels) {
+          const acc_t wj = w[j];
+#pragma GCC unroll 16
+          for (int64_t q = 0; q < kVecs; ++q) v[q] += wj * load_lanes<acc_t>(x + q * kLanes);
+        }
+      }
+      __builtin_memcpy(acc, v, sizeof(v));
+    } else
+#endif
+    {
+      const int64_t width = kFull ? kTile : cn;
+      for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
+        const scalar_t* x = fcl + table.seg_t0[s] * channels + c0;
+        const acc_t* w = table.w.data() + table.seg_off[s];
+        const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
+        for (int64_t j = 0; j < n; ++j, x += channels) {
+          const acc_t wj = w[j];
+          for (int64_t c = 0; c < width; ++c) acc[c] += wj * static_cast<acc_t>(x[c]);
+        }
+      }
+    }
+    scalar_t* o = out + (k * channels + c0) * output_size + l;
+    for (int64_t c = 0; c < (kFull ? kTile : cn); ++c) {
+      o[c * output_size] = static_cast<scalar_t>(acc[c]);
+    }
+  }
+}
+
+// Adds the gradient of bin l of roi k for channels [c0, c0 + cn) into
+// `gcl`, the roi's batch row of the channels-last gradient [T, C].
+template <typename scalar_t, typename acc_t, bool kFull>
+STOVTAL_ALWAYS_INLINE void backward_bin(const TapTable<acc_t>& table, const scalar_t* grad,
+                                        acc_t* gcl, int64_t k, int64_t l, int64_t c0, int64_t cn,
+                                        int64_t channels, int64_t output_size) {
+  constexpr int64_t kTile = tile_channels<acc_t>();
+  const int64_t width = kFull ? kTile : cn;
+  const int64_t* bin_seg = table.bin_seg.data() + k * output_size;
+  const scalar_t* g_roi = grad + (k * channels + c0) * output_size;
+  do {
+    acc_t g[kTile];
+    for (int64_t c = 0; c < width; ++c) g[c] = static_cast<acc_t>(g_roi[c * output_size + l]);
+#if STOVTAL_ROI_VECTOR_EXT
+    if constexpr (kFull) {
+      using vec_t = typename Lanes<acc_t>::type;
+      constexpr int64_t kLanes = Lanes<acc_t>::kCount;
+      constexpr int64_t kVecs = kTile / kLanes;
+      vec_t gv[kVecs];
+      __builtin_memcpy(gv, g, sizeof(gv));
+      for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
+        acc_t* y = gcl + table.seg_t0[s] * channels + c0;
+        const acc_t* w = table.w.data() + table.seg_off[s];
+        const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
+        for (int64_t j = 0; j < n; ++j, y += channels) {
+          const acc_t wj = w[j];
+#pragma GCC unroll 16
+          for (int64_t q = 0; q < kVecs; ++q) {
+            vec_t yq = load_lanes<acc_t>(y + q * kLanes);
+            yq += wj * gv[q];
+            __builtin_memcpy(y + q * kLanes, &yq, sizeof(yq));
+          }
+        }
+      }
+      break;
+    }
+#endif
+    for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
+      acc_t* y = gcl + table.seg_t0[s] * channels + c0;
+      const acc_t* w = table.w.data() + table.seg_off[s];
+      const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
+      for (int64_t j = 0; j < n; ++j, y += channels) {
+        const acc_t wj = w[j];
+        for (int64_t c = 0; c < width; ++c) y[c] += wj * g[c];
+      }
+    }
+  } while (false);
+}
+
+// Channel tiles per work item: one item walks a bin's rows once for all its
+// tiles (a bin's rows stay in L1 after the first tile).
+constexpr int64_t kTilesPerItem = 8;
+
+// Bins l of roi k for the tiles [tile0, tile1) of channels.
+template <typename scalar_t, typename acc_t>
+STOVTAL_ALWAYS_INLINE void forward_roi(const TapTable<acc_t>& table, const scalar_t* fcl,
+                                       scalar_t* out, int64_t k, int64_t tile0, int64_t tile1,
+                                       int64_t channels, int64_t length, int64_t output_size) {
+  constexpr int64_t kTile = tile_channels<acc_t>();
+  const scalar_t* row = fcl + table.batch[k] * length * channels;
+  for (int64_t l = 0; l < output_size; ++l) {
+    for (int64_t tile = tile0; tile < tile1; ++tile) {
+      const int64_t c0 = tile * kTile;
+      const int64_t cn = std::min(kTile, channels - c0);
+      if (cn == kTile) {
+        forward_bin<scalar_t, acc_t, true>(table, row, out, k, l, c0, cn, channels, output_size);
+      } else {
+        forward_bin<scalar_t, acc_t, false>(table, row, out, k, l, c0, cn, channels, output_size);
+      }
+    }
+  }
+}
+
+// Work items [begin, end) of the forward: item i is roi order[i / groups]
+// with channel tile group i % groups.
+template <typename scalar_t, typename acc_t>
+STOVTAL_ALWAYS_INLINE void forward_items(const TapTable<acc_t>& table,
+                                         const std::vector<int64_t>& order, const scalar_t* fcl,
+                                         scalar_t* out, int64_t begin, int64_t end,
+                                         int64_t channels, int64_t length, int64_t output_size) {
+  constexpr int64_t kTile = tile_channels<acc_t>();
+  const int64_t tiles = (channels + kTile - 1) / kTile;
+  const int64_t groups = (tiles + kTilesPerItem - 1) / kTilesPerItem;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t group = i % groups;
+    forward_roi(table, fcl, out, order[i / groups], group * kTilesPerItem,
+                std::min(tiles, (group + 1) * kTilesPerItem), channels, length, output_size);
+  }
+}
+
+// Work items [begin, end) of the backward: item i is (batch, group of
+// `group_tiles` channel tiles), which owns that slice of the channels-last
+// gradient `gcl` [B, T, C].
+template <typename scalar_t, typename acc_t>
+STOVTAL_ALWAYS_INLINE void backward_items(const TapTable<acc_t>& table,
+                                          const std::vector<int64_t>& batch_begin,
+                                          const std::vector<int64_t>& order, const scalar_t* grad,
+                                          acc_t* gcl, int64_t begin, int64_t end,
+                                          int64_t group_tiles, int64_t channels, int64_t length,
+                                          int64_t output_size) {
+  constexpr int64_t kTile = tile_channels<acc_t>();
+  const int64_t tiles = (channels + kTile - 1) / kTile;
+  const int64_t groups = (tiles + group_tiles - 1) / group_tiles;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t b = i / groups;
+    const int64_t tile0 = (i % groups) * group_tiles;
+    const int64_t tile1 = std::min(tiles, tile0 + group_tiles);
+    const int64_t c0 = tile0 * kTile;
+    const int64_t cn = std::min(channels, tile1 * kTile) - c0;
+    acc_t* row = gcl + b * length * channels;
+    for (int64_t t = 0; t < length; ++t) std::fill_n(row + t * channels + c0, cn, acc_t(0));
+    for (int64_t r = batch_begin[b]; r < batch_begin[b + 1]; ++r) {
+      const int64_t k = order[r];
+      for (int64_t l = 0; l < output_size; ++l) {
+        for (int64_t tile = tile0; tile < tile1; ++tile) {
+          const int64_t tc0 = tile * kTile;
+          const int64_t tcn = std::min(kTile, channels - tc0);
+          if (tcn == kTile) {
+            backward_bin<scalar_t, acc_t, true>(table, grad, row, k, l, tc0, tcn, channels, output_size);
+          } else {
+            backward_bin<scalar_t, acc_t, false>(table, grad, row, k, l, tc0, tcn, channels, output_size);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void forward_items_base(const TapTable<acc_t>& table, const std::vector<int64_t>& order,
+                        const scalar_t* fcl, scalar_t* out, int64_t begin, int64_t end,
+                        int64_t channels, int64_t length, int64_t output_size) {
+  forward_items(table, order, fcl, out, begin, end, channels, length, output_size);
+}
+
+template <typename scalar_t, typename acc_t>
+void backward_items_base(const TapTable<acc_t>& table, const std::vector<int64_t>& batch_begin,
+                         const std::vector<int64_t>& order, const scalar_t* grad, acc_t* gcl,
+                         int64_t begin, int64_t end, int64_t group_tiles, int64_t channels,
+                         int64_t length, int64_t output_size) {
+  backward_items(table, batch_begin, order, grad, gcl, begin, end, group_tiles, channels, length,
+                 output_size);
+}
+
+#if STOVTAL_ROI_AVX2
+template <typename scalar_t, typename acc_t>
+STOVTAL_TARGET_AVX2 void forward_items_avx2(const TapTable<acc_t>& table,
+                                            const std::vector<int64_t>& order, const scalar_t* fcl,
+                                            scalar_t* out, int64_t begin, int64_t end,
+                                            int64_t channels, int64_t length, int64_t output_size) {
+  forward_items(table, order, fcl, out, begin, end, channels, length, output_size);
+}
+
+template <typename scalar_t, typename acc_t>
+STOVTAL_TARGET_AVX2 void backward_items_avx2(const TapTable<acc_t>& table,
+                                             const std::vector<int64_t>& batch_begin,
+                                             const std::vector<int64_t>& order,
+                                             const scalar_t* grad, acc_t* gcl, int64_t begin,
+                                             int64_t end, int64_t group_tiles, int64_t channels,
+                                             int64_t length, int64_t output_size) {
+  backward_items(table, batch_begin, order, grad, gcl, begin, end, group_tiles, channels, length,
+                 output_size);
+}
+#endif
+
+at::Tensor roi_align_1d_cpu(const at::Tensor& features, const at::Tensor& rois_in,
                             int64_t output_size, double spatial_scale, int64_t sampling_ratio,
                             bool aligned) {
   constexpr const char* op = "roi_align_1d";
-  check_roi_align_args(features_in, rois_in, output_size, spatial_scale, op);
-  check_device(features_in, c10::DeviceType::CPU, op, "features");
-  const at::Tensor features = features_in.contiguous();
+  check_roi_align_args(features, rois_in, output_size, spatial_scale, op);
+  check_device(features, c10::DeviceType::CPU, op, "features");
   const at::Tensor rois = rois_in.contiguous();
   const int64_t batch = features.size(0), channels = features.size(1), length = features.size(2);
   const int64_t num_rois = rois.size(0);
   check_roi_values(rois, batch, op);
   at::Tensor out = at::empty({num_rois, channels, output_size}, features.options());
   if (num_rois == 0 || channels == 0) return out;
+  // Channels last [B, T, C] (free if the caller's features already are), so
+  // that one tap is a contiguous vector over channels.
+  const at::Tensor fcl = features.transpose(1, 2).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "roi_align_1d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    constexpr int64_t kTile = tile_channels<acc_t>();
     const TapTable<acc_t> table = build_tap_table<scalar_t, acc_t>(
         rois, output_size, length, spatial_scale, sampling_ratio, aligned);
-    const scalar_t* pf = features.const_data_ptr<scalar_t>();
+    // Rois by batch, then start: one batch's features (T x C) stay in the
+    // last-level cache while its rois read them.
+    std::vector<int64_t> order(num_rois);
+    for (int64_t k = 0; k < num_rois; ++k) order[k] = k;
+    const scalar_t* pr = rois.const_data_ptr<scalar_t>();
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      const acc_t ba = static_cast<acc_t>(pr[3 * a]), bb = static_cast<acc_t>(pr[3 * b]);
+      if (ba != bb) return ba < bb;
+      return static_cast<acc_t>(pr[3 * a + 1]) < static_cast<acc_t>(pr[3 * b + 1]);
+    });
+    const scalar_t* pf = fcl.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t tiles = (channels + kTile - 1) / kTile;
+    const int64_t groups = (tiles + kTilesPerItem - 1) / kTilesPerItem;
     const int64_t taps_per_roi = static_cast<int64_t>(table.w.size()) / num_rois + output_size;
-    const int64_t grain = std::max<int64_t>(1, kWorkGrain / taps_per_roi);
-    // Channel-major order: one channel's rows (B x T) stay in cache while
-    // every roi reads them.
-    at::parallel_for(0, channels * num_rois, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t c = i / num_rois;
-        const int64_t k = i - c * num_rois;
-        const scalar_t* row = pf + (table.batch[k] * channels + c) * length;
-        scalar_t* o = po + (k * channels + c) * output_size;
-        const int64_t* bin_seg = table.bin_seg.data() + k * output_size;
-        for (int64_t l = 0; l < output_size; ++l) {
-          acc_t acc = 0;
-          for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
-            const scalar_t* x = row + table.seg_t0[s];
-            const acc_t* w = table.w.data() + table.seg_off[s];
-            const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
-            for (int64_t j = 0; j < n; ++j) acc += w[j] * static_cast<acc_t>(x[j]);
-          }
-          o[l] = static_cast<scalar_t>(acc);
-        }
+    const int64_t grain = std::max<int64_t>(
+        1, kWorkGrain / (taps_per_roi * std::min(channels, kTile * kTilesPerItem)));
+    const bool avx2 = cpu_has_avx2();
+    at::parallel_for(0, num_rois * groups, grain, [&](int64_t begin, int64_t end) {
+#if STOVTAL_ROI_AVX2
+      if (avx2) {
+        forward_items_avx2(table, order, pf, po, begin, end, channels, length, output_size);
+        return;
       }
+#endif
+      forward_items_base(table, order, pf, po, begin, end, channels, length, output_size);
     });
   });
   return out;
@@ -195,8 +467,12 @@ at::Tensor roi_align_1d_backward_cpu(const at::Tensor& grad_in, const at::Tensor
   check_roi_values(rois, batch, op);
   at::Tensor out = at::empty({batch, channels, length}, grad.options());
   if (out.numel() == 0) return out;
+  // Channels-last accumulator [B, T, C] in the accumulation dtype.
+  const at::ScalarType acc_type = at::toOpMathType(grad.scalar_type());
+  at::Tensor gcl = at::empty({batch, length, channels}, grad.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_1d_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    constexpr int64_t kTile = tile_channels<acc_t>();
     const TapTable<acc_t> table = build_tap_table<scalar_t, acc_t>(
         rois, output_size, length, spatial_scale, sampling_ratio, aligned);
     // Rois grouped by batch index (stable counting sort).
@@ -208,44 +484,31 @@ at::Tensor roi_align_1d_backward_cpu(const at::Tensor& grad_in, const at::Tensor
       for (int64_t k = 0; k < num_rois; ++k) order[fill[table.batch[k]]++] = k;
     }
     const scalar_t* pg = grad.const_data_ptr<scalar_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    const int64_t taps_per_row =
-        (static_cast<int64_t>(table.w.size()) + num_rois * output_size) / std::max<int64_t>(batch, 1) + length;
-    const int64_t grain = std::max<int64_t>(1, kWorkGrain / taps_per_row);
-    at::parallel_for(0, batch * channels, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> buffer;
-      if (!std::is_same_v<acc_t, scalar_t>) buffer.resize(length);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t b = row / channels;
-        const int64_t c = row - b * channels;
-        scalar_t* out_row = po + row * length;
-        // float32/float64 accumulate in place; half types in a float row.
-        acc_t* acc_row = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(out_row)
-                                                          : buffer.data();
-        std::fill(acc_row, acc_row + length, acc_t(0));
-        for (int64_t i = batch_begin[b]; i < batch_begin[b + 1]; ++i) {
-          const int64_t k = order[i];
-          const scalar_t* g = pg + (k * channels + c) * output_size;
-          const int64_t* bin_seg = table.bin_seg.data() + k * output_size;
-          for (int64_t l = 0; l < output_size; ++l) {
-            const acc_t gl = static_cast<acc_t>(g[l]);
-            for (int64_t s = bin_seg[l]; s < bin_seg[l + 1]; ++s) {
-              acc_t* x = acc_row + table.seg_t0[s];
-              const acc_t* w = table.w.data() + table.seg_off[s];
-              const int64_t n = table.seg_off[s + 1] - table.seg_off[s];
-              for (int64_t j = 0; j < n; ++j) x[j] += gl * w[j];
-            }
-          }
-        }
-        if (!std::is_same_v<acc_t, scalar_t>) {
-          for (int64_t t = 0; t < length; ++t) out_row[t] = static_cast<scalar_t>(acc_row[t]);
-        }
+    acc_t* pacc = gcl.mutable_data_ptr<acc_t>();
+    // One task per (batch, channel tile) owns that slice of the gradient.
+    // Items (batch, group of channel tiles): big groups walk each bin's rows
+    // once, but there should be a few items per thread.
+    const int64_t tiles = (channels + kTile - 1) / kTile;
+    const int64_t wanted_groups = (4 * at::get_num_threads() + batch - 1) / batch;
+    const int64_t group_tiles = std::max<int64_t>(
+        1, std::min(kTilesPerItem, tiles / std::max<int64_t>(1, wanted_groups)));
+    const int64_t groups = (tiles + group_tiles - 1) / group_tiles;
+    const bool avx2 = cpu_has_avx2();
+    at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
+#if STOVTAL_ROI_AVX2
+      if (avx2) {
+        backward_items_avx2(table, batch_begin, order, pg, pacc, begin, end, group_tiles, channels, length,
+                            output_size);
+        return;
       }
+#endif
+      backward_items_base(table, batch_begin, order, pg, pacc, begin, end, group_tiles, channels, length,
+                          output_size);
     });
   });
+  out.copy_(gcl.transpose(1, 2));
   return out;
 }
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(stovtal, CPU, m) {
