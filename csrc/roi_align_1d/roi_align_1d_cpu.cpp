@@ -176,15 +176,15 @@ struct Lanes {
   typedef acc_t type __attribute__((vector_size(32)));
 };
 
+// Written through a reference: returning a 32-byte vector by value from a
+// baseline-ISA function is an ABI hazard (-Wpsabi).
 template <typename acc_t, typename scalar_t>
-STOVTAL_ALWAYS_INLINE typename Lanes<acc_t>::type load_lanes(const scalar_t* p) {
-  typename Lanes<acc_t>::type v;
+STOVTAL_ALWAYS_INLINE void load_lanes(typename Lanes<acc_t>::type& v, const scalar_t* p) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     __builtin_memcpy(&v, p, sizeof(v));
   } else {
     for (int64_t i = 0; i < Lanes<acc_t>::kCount; ++i) v[i] = static_cast<acc_t>(p[i]);
   }
-  return v;
 }
 #else
 #define STOVTAL_ROI_VECTOR_EXT 0
@@ -214,7 +214,11 @@ STOVTAL_ALWAYS_INLINE void forward_bin(const TapTable<acc_t>& table, const scala
         for (int64_t j = 0; j < n; ++j, x += channels) {
           const acc_t wj = w[j];
 #pragma GCC unroll 16
-          for (int64_t q = 0; q < kVecs; ++q) v[q] += wj * load_lanes<acc_t>(x + q * kLanes);
+          for (int64_t q = 0; q < kVecs; ++q) {
+            vec_t xq;
+            load_lanes<acc_t>(xq, x + q * kLanes);
+            v[q] += wj * xq;
+          }
         }
       }
       __builtin_memcpy(acc, v, sizeof(v));
@@ -267,7 +271,8 @@ STOVTAL_ALWAYS_INLINE void backward_bin(const TapTable<acc_t>& table, const scal
           const acc_t wj = w[j];
 #pragma GCC unroll 16
           for (int64_t q = 0; q < kVecs; ++q) {
-            vec_t yq = load_lanes<acc_t>(y + q * kLanes);
+            vec_t yq;
+            load_lanes<acc_t>(yq, y + q * kLanes);
             yq += wj * gv[q];
             __builtin_memcpy(y + q * kLanes, &yq, sizeof(yq));
           }

@@ -62,7 +62,14 @@ def roi_align_1d(
         sl = slice(start_roi, stop)
         out.append(
             _roi_align_1d_chunk(
-                feats, r[sl, 0].long(), first[sl], bin_size[sl], grid[sl], count[sl], output_size, length
+                feats,
+                r[sl, 0].long(),
+                first[sl],
+                bin_size[sl],
+                grid[sl],
+                count[sl],
+                output_size,
+                length,
             )
         )
         start_roi = stop
@@ -71,7 +78,9 @@ def roi_align_1d(
     return torch.cat(out).to(features.dtype)
 
 
-def _roi_bins(rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool):
+def _roi_bins(
+    rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+):
     """Per roi: samples per bin, divisor, first bin start, bin size (torchvision's formulas)."""
     offset = 0.5 if aligned else 0.0
     first = rois[:, 1] * spatial_scale - offset
@@ -91,13 +100,15 @@ def _roi_align_1d_chunk(feats, batch_index, first, bin_size, grid, count, output
     num_rois = batch_index.shape[0]
     per_roi = grid * output_size
     roi = torch.repeat_interleave(torch.arange(num_rois, device=feats.device), per_roi)
-    local = torch.arange(roi.shape[0], device=feats.device) - (torch.cumsum(per_roi, 0) - per_roi)[roi]
+    local = (
+        torch.arange(roi.shape[0], device=feats.device) - (torch.cumsum(per_roi, 0) - per_roi)[roi]
+    )
     g = grid[roi]
     bin_index, sample = local // g, local % g
     step = bin_size[roi]
-    x = (first[roi] + bin_index.to(feats.dtype) * step) + (sample.to(feats.dtype) + 0.5) * step / g.to(
-        feats.dtype
-    )
+    x = (first[roi] + bin_index.to(feats.dtype) * step) + (
+        sample.to(feats.dtype) + 0.5
+    ) * step / g.to(feats.dtype)
     valid = (x >= -1) & (x <= length)
     x = x.clamp(min=0)
     low = x.floor().long().clamp(max=length - 1)
@@ -106,7 +117,9 @@ def _roi_align_1d_chunk(feats, batch_index, first, bin_size, grid, count, output
     b = batch_index[roi]
     value = torch.lerp(feats[b, low], feats[b, high], frac[:, None])  # [S, C]
     value = torch.where(valid[:, None], value, torch.zeros_like(value))
-    pooled = torch.zeros(num_rois * output_size, feats.shape[2], dtype=feats.dtype, device=feats.device)
+    pooled = torch.zeros(
+        num_rois * output_size, feats.shape[2], dtype=feats.dtype, device=feats.device
+    )
     pooled = pooled.index_add(0, roi * output_size + bin_index, value)
     pooled = pooled.view(num_rois, output_size, -1) / count[:, None, None]
     return pooled.transpose(1, 2)

@@ -67,9 +67,15 @@ def _check_fake(features: Tensor, rois: Tensor, output_size) -> None:
     torch._check(
         rois.dim() == 2 and rois.shape[1] == 3, lambda: f"{name}: rois must have shape [K, 3]"
     )
-    torch._check(features.dtype.is_floating_point, lambda: f"{name}: features must be floating point")
-    torch._check(features.dtype == rois.dtype, lambda: f"{name}: features and rois must have the same dtype")
-    torch._check(features.shape[2] >= 1, lambda: f"{name}: features must have at least one time step")
+    torch._check(
+        features.dtype.is_floating_point, lambda: f"{name}: features must be floating point"
+    )
+    torch._check(
+        features.dtype == rois.dtype, lambda: f"{name}: features and rois must have the same dtype"
+    )
+    torch._check(
+        features.shape[2] >= 1, lambda: f"{name}: features must have at least one time step"
+    )
     torch._check(output_size >= 1, lambda: f"{name}: output_size must be >= 1")
 
 
@@ -83,7 +89,8 @@ def _(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=
 def _(grad, rois, batch_size, length, spatial_scale, sampling_ratio, aligned):
     torch._check(grad.dim() == 3, lambda: "roi_align_1d_backward: grad must be 3-D [K, C, L]")
     torch._check(
-        grad.shape[0] == rois.shape[0], lambda: "roi_align_1d_backward: grad and rois need the same K"
+        grad.shape[0] == rois.shape[0],
+        lambda: "roi_align_1d_backward: grad and rois need the same K",
     )
     return grad.new_empty((batch_size, grad.shape[1], length))
 
