@@ -9,9 +9,12 @@
 // that no sample touches (fixed sampling_ratio on long bins) are not in any
 // run, so a NaN there is never read, as in the per-sample formulation.
 //
-// Forward: every (channel, roi) pair is independent.
-// Backward: every (batch, channel) row of the feature gradient is owned by
-// one task, which walks the rois of that batch: no races, no atomics.
+// Both passes work in channels-last [T, C] slabs, one batch element at a
+// time, so that a tap is a contiguous vector over channels (tiles of 256
+// bytes of accumulators held in vector registers).
+// Forward: every (roi, channel tile group) of the batch element is independent.
+// Backward: every channel tile group of the slab is owned by one task, which
+// walks all rois of that batch element: no races, no atomics.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -299,11 +302,10 @@ constexpr int64_t kTilesPerItem = 8;
 
 // Bins l of roi k for the tiles [tile0, tile1) of channels.
 template <typename scalar_t, typename acc_t>
-STOVTAL_ALWAYS_INLINE void forward_roi(const TapTable<acc_t>& table, const scalar_t* fcl,
+STOVTAL_ALWAYS_INLINE void forward_roi(const TapTable<acc_t>& table, const scalar_t* row,
                                        scalar_t* out, int64_t k, int64_t tile0, int64_t tile1,
-                                       int64_t channels, int64_t length, int64_t output_size) {
+                                       int64_t channels, int64_t output_size) {
   constexpr int64_t kTile = tile_channels<acc_t>();
-  const scalar_t* row = fcl + table.batch[k] * length * channels;
   for (int64_t l = 0; l < output_size; ++l) {
     for (int64_t tile = tile0; tile < tile1; ++tile) {
       const int64_t c0 = tile * kTile;
@@ -317,54 +319,52 @@ STOVTAL_ALWAYS_INLINE void forward_roi(const TapTable<acc_t>& table, const scala
   }
 }
 
-// Work items [begin, end) of the forward: item i is roi order[i / groups]
-// with channel tile group i % groups.
+// Work items [begin, end) of the forward within one batch element: item i
+// is roi rois[i / groups] with channel tile group i % groups; `slab` is that
+// batch element's channels-last features [T, C].
 template <typename scalar_t, typename acc_t>
-STOVTAL_ALWAYS_INLINE void forward_items(const TapTable<acc_t>& table,
-                                         const std::vector<int64_t>& order, const scalar_t* fcl,
-                                         scalar_t* out, int64_t begin, int64_t end,
-                                         int64_t channels, int64_t length, int64_t output_size) {
+STOVTAL_ALWAYS_INLINE void forward_items(const TapTable<acc_t>& table, const int64_t* rois,
+                                         const scalar_t* slab, scalar_t* out, int64_t begin,
+                                         int64_t end, int64_t channels, int64_t output_size) {
   constexpr int64_t kTile = tile_channels<acc_t>();
   const int64_t tiles = (channels + kTile - 1) / kTile;
   const int64_t groups = (tiles + kTilesPerItem - 1) / kTilesPerItem;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t group = i % groups;
-    forward_roi(table, fcl, out, order[i / groups], group * kTilesPerItem,
-                std::min(tiles, (group + 1) * kTilesPerItem), channels, length, output_size);
+    forward_roi(table, slab, out, rois[i / groups], group * kTilesPerItem,
+                std::min(tiles, (group + 1) * kTilesPerItem), channels, output_size);
   }
 }
 
-// Work items [begin, end) of the backward: item i is (batch, group of
-// `group_tiles` channel tiles), which owns that slice of the channels-last
-// gradient `gcl` [B, T, C].
+// Work items [begin, end) of the backward within one batch element: item i
+// is the group of `group_tiles` channel tiles starting at tile
+// i * group_tiles; it owns that slice of `slab`, the batch element's
+// channels-last gradient [T, C], and adds every roi in [rois, rois_end).
 template <typename scalar_t, typename acc_t>
-STOVTAL_ALWAYS_INLINE void backward_items(const TapTable<acc_t>& table,
-                                          const std::vector<int64_t>& batch_begin,
-                                          const std::vector<int64_t>& order, const scalar_t* grad,
-                                          acc_t* gcl, int64_t begin, int64_t end,
+STOVTAL_ALWAYS_INLINE void backward_items(const TapTable<acc_t>& table, const int64_t* rois,
+                                          const int64_t* rois_end, const scalar_t* grad,
+                                          acc_t* slab, int64_t begin, int64_t end,
                                           int64_t group_tiles, int64_t channels, int64_t length,
                                           int64_t output_size) {
   constexpr int64_t kTile = tile_channels<acc_t>();
   const int64_t tiles = (channels + kTile - 1) / kTile;
-  const int64_t groups = (tiles + group_tiles - 1) / group_tiles;
   for (int64_t i = begin; i < end; ++i) {
-    const int64_t b = i / groups;
-    const int64_t tile0 = (i % groups) * group_tiles;
+    const int64_t tile0 = i * group_tiles;
     const int64_t tile1 = std::min(tiles, tile0 + group_tiles);
     const int64_t c0 = tile0 * kTile;
     const int64_t cn = std::min(channels, tile1 * kTile) - c0;
-    acc_t* row = gcl + b * length * channels;
-    for (int64_t t = 0; t < length; ++t) std::fill_n(row + t * channels + c0, cn, acc_t(0));
-    for (int64_t r = batch_begin[b]; r < batch_begin[b + 1]; ++r) {
-      const int64_t k = order[r];
+    for (int64_t t = 0; t < length; ++t) std::fill_n(slab + t * channels + c0, cn, acc_t(0));
+    for (const int64_t* r = rois; r != rois_end; ++r) {
       for (int64_t l = 0; l < output_size; ++l) {
         for (int64_t tile = tile0; tile < tile1; ++tile) {
           const int64_t tc0 = tile * kTile;
           const int64_t tcn = std::min(kTile, channels - tc0);
           if (tcn == kTile) {
-            backward_bin<scalar_t, acc_t, true>(table, grad, row, k, l, tc0, tcn, channels, output_size);
+            backward_bin<scalar_t, acc_t, true>(table, grad, slab, *r, l, tc0, tcn, channels,
+                                                output_size);
           } else {
-            backward_bin<scalar_t, acc_t, false>(table, grad, row, k, l, tc0, tcn, channels, output_size);
+            backward_bin<scalar_t, acc_t, false>(table, grad, slab, *r, l, tc0, tcn, channels,
+                                                 output_size);
           }
         }
       }
@@ -372,42 +372,63 @@ STOVTAL_ALWAYS_INLINE void backward_items(const TapTable<acc_t>& table,
   }
 }
 
+// The same loops compiled for the baseline ISA and for AVX2+FMA.
 template <typename scalar_t, typename acc_t>
-void forward_items_base(const TapTable<acc_t>& table, const std::vector<int64_t>& order,
-                        const scalar_t* fcl, scalar_t* out, int64_t begin, int64_t end,
-                        int64_t channels, int64_t length, int64_t output_size) {
-  forward_items(table, order, fcl, out, begin, end, channels, length, output_size);
+void forward_items_base(const TapTable<acc_t>& table, const int64_t* rois, const scalar_t* slab,
+                        scalar_t* out, int64_t begin, int64_t end, int64_t channels,
+                        int64_t output_size) {
+  forward_items(table, rois, slab, out, begin, end, channels, output_size);
 }
 
 template <typename scalar_t, typename acc_t>
-void backward_items_base(const TapTable<acc_t>& table, const std::vector<int64_t>& batch_begin,
-                         const std::vector<int64_t>& order, const scalar_t* grad, acc_t* gcl,
+void backward_items_base(const TapTable<acc_t>& table, const int64_t* rois,
+                         const int64_t* rois_end, const scalar_t* grad, acc_t* slab,
                          int64_t begin, int64_t end, int64_t group_tiles, int64_t channels,
                          int64_t length, int64_t output_size) {
-  backward_items(table, batch_begin, order, grad, gcl, begin, end, group_tiles, channels, length,
+  backward_items(table, rois, rois_end, grad, slab, begin, end, group_tiles, channels, length,
                  output_size);
 }
 
 #if STOVTAL_ROI_AVX2
 template <typename scalar_t, typename acc_t>
-STOVTAL_TARGET_AVX2 void forward_items_avx2(const TapTable<acc_t>& table,
-                                            const std::vector<int64_t>& order, const scalar_t* fcl,
-                                            scalar_t* out, int64_t begin, int64_t end,
-                                            int64_t channels, int64_t length, int64_t output_size) {
-  forward_items(table, order, fcl, out, begin, end, channels, length, output_size);
+STOVTAL_TARGET_AVX2 void forward_items_avx2(const TapTable<acc_t>& table, const int64_t* rois,
+                                            const scalar_t* slab, scalar_t* out, int64_t begin,
+                                            int64_t end, int64_t channels, int64_t output_size) {
+  forward_items(table, rois, slab, out, begin, end, channels, output_size);
 }
 
 template <typename scalar_t, typename acc_t>
-STOVTAL_TARGET_AVX2 void backward_items_avx2(const TapTable<acc_t>& table,
-                                             const std::vector<int64_t>& batch_begin,
-                                             const std::vector<int64_t>& order,
-                                             const scalar_t* grad, acc_t* gcl, int64_t begin,
-                                             int64_t end, int64_t group_tiles, int64_t channels,
+STOVTAL_TARGET_AVX2 void backward_items_avx2(const TapTable<acc_t>& table, const int64_t* rois,
+                                             const int64_t* rois_end, const scalar_t* grad,
+                                             acc_t* slab, int64_t begin, int64_t end,
+                                             int64_t group_tiles, int64_t channels,
                                              int64_t length, int64_t output_size) {
-  backward_items(table, batch_begin, order, grad, gcl, begin, end, group_tiles, channels, length,
+  backward_items(table, rois, rois_end, grad, slab, begin, end, group_tiles, channels, length,
                  output_size);
 }
 #endif
+
+// Rois grouped by batch index, each group sorted by start (nearby rois
+// share cached rows). Returns the group offsets [B + 1].
+template <typename scalar_t, typename acc_t>
+std::vector<int64_t> group_rois_by_batch(const TapTable<acc_t>& table, const at::Tensor& rois,
+                                         int64_t batch, std::vector<int64_t>* order) {
+  const int64_t num_rois = rois.size(0);
+  const scalar_t* pr = rois.const_data_ptr<scalar_t>();
+  std::vector<int64_t> batch_begin(batch + 1, 0);
+  for (int64_t k = 0; k < num_rois; ++k) ++batch_begin[table.batch[k] + 1];
+  for (int64_t b = 0; b < batch; ++b) batch_begin[b + 1] += batch_begin[b];
+  order->resize(num_rois);
+  std::vector<int64_t> fill(batch_begin.begin(), batch_begin.end() - 1);
+  for (int64_t k = 0; k < num_rois; ++k) (*order)[fill[table.batch[k]]++] = k;
+  for (int64_t b = 0; b < batch; ++b) {
+    std::stable_sort(order->begin() + batch_begin[b], order->begin() + batch_begin[b + 1],
+                     [&](int64_t x, int64_t y) {
+                       return static_cast<acc_t>(pr[3 * x + 1]) < static_cast<acc_t>(pr[3 * y + 1]);
+                     });
+  }
+  return batch_begin;
+}
 
 at::Tensor roi_align_1d_cpu(const at::Tensor& features, const at::Tensor& rois_in,
                             int64_t output_size, double spatial_scale, int64_t sampling_ratio,
@@ -421,25 +442,20 @@ at::Tensor roi_align_1d_cpu(const at::Tensor& features, const at::Tensor& rois_i
   check_roi_values(rois, batch, op);
   at::Tensor out = at::empty({num_rois, channels, output_size}, features.options());
   if (num_rois == 0 || channels == 0) return out;
-  // Channels last [B, T, C] (free if the caller's features already are), so
-  // that one tap is a contiguous vector over channels.
-  const at::Tensor fcl = features.transpose(1, 2).contiguous();
+  // Channels last, so that one tap is a contiguous vector over channels:
+  // used in place if the caller's features already are ([B, T, C] memory),
+  // else transposed one batch element at a time (a [T, C] slab), which keeps
+  // the extra memory at one video's features.
+  const bool in_place = features.transpose(1, 2).is_contiguous();
+  const at::Tensor features_t = features.transpose(1, 2);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "roi_align_1d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int64_t kTile = tile_channels<acc_t>();
     const TapTable<acc_t> table = build_tap_table<scalar_t, acc_t>(
         rois, output_size, length, spatial_scale, sampling_ratio, aligned);
-    // Rois by batch, then start: one batch's features (T x C) stay in the
-    // last-level cache while its rois read them.
-    std::vector<int64_t> order(num_rois);
-    for (int64_t k = 0; k < num_rois; ++k) order[k] = k;
-    const scalar_t* pr = rois.const_data_ptr<scalar_t>();
-    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      const acc_t ba = static_cast<acc_t>(pr[3 * a]), bb = static_cast<acc_t>(pr[3 * b]);
-      if (ba != bb) return ba < bb;
-      return static_cast<acc_t>(pr[3 * a + 1]) < static_cast<acc_t>(pr[3 * b + 1]);
-    });
-    const scalar_t* pf = fcl.const_data_ptr<scalar_t>();
+    std::vector<int64_t> order;
+    const std::vector<int64_t> batch_begin =
+        group_rois_by_batch<scalar_t, acc_t>(table, rois, batch, &order);
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     const int64_t tiles = (channels + kTile - 1) / kTile;
     const int64_t groups = (tiles + kTilesPerItem - 1) / kTilesPerItem;
@@ -447,15 +463,30 @@ at::Tensor roi_align_1d_cpu(const at::Tensor& features, const at::Tensor& rois_i
     const int64_t grain = std::max<int64_t>(
         1, kWorkGrain / (taps_per_roi * std::min(channels, kTile * kTilesPerItem)));
     const bool avx2 = cpu_has_avx2();
-    at::parallel_for(0, num_rois * groups, grain, [&](int64_t begin, int64_t end) {
-#if STOVTAL_ROI_AVX2
-      if (avx2) {
-        forward_items_avx2(table, order, pf, po, begin, end, channels, length, output_size);
-        return;
+    at::Tensor slab_buffer;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t count = batch_begin[b + 1] - batch_begin[b];
+      if (count == 0) continue;
+      at::Tensor slab;
+      if (in_place) {
+        slab = features_t[b];
+      } else {
+        if (!slab_buffer.defined()) slab_buffer = at::empty({length, channels}, features.options());
+        slab = slab_buffer;
+        slab.copy_(features_t[b]);
       }
+      const scalar_t* ps = slab.const_data_ptr<scalar_t>();
+      const int64_t* rois_b = order.data() + batch_begin[b];
+      at::parallel_for(0, count * groups, grain, [&](int64_t begin, int64_t end) {
+#if STOVTAL_ROI_AVX2
+        if (avx2) {
+          forward_items_avx2(table, rois_b, ps, po, begin, end, channels, output_size);
+          return;
+        }
 #endif
-      forward_items_base(table, order, pf, po, begin, end, channels, length, output_size);
-    });
+        forward_items_base(table, rois_b, ps, po, begin, end, channels, output_size);
+      });
+    }
   });
   return out;
 }
@@ -468,52 +499,56 @@ at::Tensor roi_align_1d_backward_cpu(const at::Tensor& grad_in, const at::Tensor
   check_device(grad_in, c10::DeviceType::CPU, op, "grad");
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor rois = rois_in.contiguous();
-  const int64_t num_rois = grad.size(0), channels = grad.size(1), output_size = grad.size(2);
+  const int64_t channels = grad.size(1), output_size = grad.size(2);
   check_roi_values(rois, batch, op);
   at::Tensor out = at::empty({batch, channels, length}, grad.options());
   if (out.numel() == 0) return out;
-  // Channels-last accumulator [B, T, C] in the accumulation dtype.
+  // Channels-last accumulator [T, C] of one batch element at a time, in the
+  // accumulation dtype, copied (transposed) into the output.
   const at::ScalarType acc_type = at::toOpMathType(grad.scalar_type());
-  at::Tensor gcl = at::empty({batch, length, channels}, grad.options().dtype(acc_type));
+  at::Tensor slab = at::empty({length, channels}, grad.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_1d_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int64_t kTile = tile_channels<acc_t>();
     const TapTable<acc_t> table = build_tap_table<scalar_t, acc_t>(
         rois, output_size, length, spatial_scale, sampling_ratio, aligned);
-    // Rois grouped by batch index (stable counting sort).
-    std::vector<int64_t> batch_begin(batch + 1, 0), order(num_rois);
-    for (int64_t k = 0; k < num_rois; ++k) ++batch_begin[table.batch[k] + 1];
-    for (int64_t b = 0; b < batch; ++b) batch_begin[b + 1] += batch_begin[b];
-    {
-      std::vector<int64_t> fill(batch_begin.begin(), batch_begin.end() - 1);
-      for (int64_t k = 0; k < num_rois; ++k) order[fill[table.batch[k]]++] = k;
-    }
+    std::vector<int64_t> order;
+    const std::vector<int64_t> batch_begin =
+        group_rois_by_batch<scalar_t, acc_t>(table, rois, batch, &order);
     const scalar_t* pg = grad.const_data_ptr<scalar_t>();
-    acc_t* pacc = gcl.mutable_data_ptr<acc_t>();
-    // One task per (batch, channel tile) owns that slice of the gradient.
-    // Items (batch, group of channel tiles): big groups walk each bin's rows
-    // once, but there should be a few items per thread.
+    acc_t* ps = slab.mutable_data_ptr<acc_t>();
+    // Items are groups of channel tiles, each owning its columns of the slab
+    // (no races): big groups walk a bin's rows once, but every thread should
+    // get a few items.
     const int64_t tiles = (channels + kTile - 1) / kTile;
-    const int64_t wanted_groups = (4 * at::get_num_threads() + batch - 1) / batch;
     const int64_t group_tiles = std::max<int64_t>(
-        1, std::min(kTilesPerItem, tiles / std::max<int64_t>(1, wanted_groups)));
+        1, std::min(kTilesPerItem, tiles / (4 * static_cast<int64_t>(at::get_num_threads()))));
     const int64_t groups = (tiles + group_tiles - 1) / group_tiles;
     const bool avx2 = cpu_has_avx2();
-    at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
-#if STOVTAL_ROI_AVX2
-      if (avx2) {
-        backward_items_avx2(table, batch_begin, order, pg, pacc, begin, end, group_tiles, channels, length,
-                            output_size);
-        return;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t* rois_b = order.data() + batch_begin[b];
+      const int64_t* rois_e = order.data() + batch_begin[b + 1];
+      if (rois_b == rois_e) {
+        out[b].zero_();
+        continue;
       }
+      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+#if STOVTAL_ROI_AVX2
+        if (avx2) {
+          backward_items_avx2(table, rois_b, rois_e, pg, ps, begin, end, group_tiles, channels,
+                              length, output_size);
+          return;
+        }
 #endif
-      backward_items_base(table, batch_begin, order, pg, pacc, begin, end, group_tiles, channels, length,
-                          output_size);
-    });
+        backward_items_base(table, rois_b, rois_e, pg, ps, begin, end, group_tiles, channels,
+                            length, output_size);
+      });
+      out[b].copy_(slab.t());
+    }
   });
-  out.copy_(gcl.transpose(1, 2));
   return out;
 }
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(stovtal, CPU, m) {

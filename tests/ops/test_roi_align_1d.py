@@ -99,6 +99,28 @@ def test_matches_torchvision(dtype, aligned, sampling_ratio):
         torch.testing.assert_close(x.grad, y.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wide_channels_vector_path(dtype, channels_last):
+    # C = 80: full 256-byte channel tiles (the vectorised CPU path) plus a
+    # partial tile; batch element 1 has no rois (its gradient must be 0).
+    feats, rois = _pair(seed=21, batch=3, channels=80, length=40, num=50, dtype=dtype)
+    rois[:, 0] = torch.where(rois[:, 0] == 1, 2, rois[:, 0])
+    if channels_last:
+        feats = feats.transpose(1, 2).contiguous().transpose(1, 2)
+    for args in [(6, 1.0, 0, True), (5, 0.5, 2, False)]:
+        x = feats.clone().requires_grad_()
+        y = feats.clone().requires_grad_()
+        out = roi_align_1d(x, rois, *args)
+        expected = reference.roi_align_1d(y, rois, *args)
+        torch.testing.assert_close(out, expected)
+        w = torch.randn_like(out)
+        (out * w).sum().backward()
+        (expected * w).sum().backward()
+        torch.testing.assert_close(x.grad, y.grad)
+        assert x.grad[1].abs().max() == 0 and x.grad[0].abs().max() > 0
+
+
 def test_linear_ramp_gives_bin_centres():
     # Interpolating f(t) = t is exact, so a bin inside [0, T-1] averages its
     # sample positions: the bin centre (independent of the reference).
