@@ -10,6 +10,7 @@ from . import reference
 from ._library import info, registered_ops
 from .jaccard import jaccard_distance, jaccard_distance_topk
 from .nms import soft_nms, temporal_nms
+from .roi_align import roi_align_1d
 from .segment_iou import segment_iou
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "jaccard_distance_topk",
     "reference",
     "registered_ops",
+    "roi_align_1d",
     "segment_iou",
     "soft_nms",
     "temporal_nms",
