@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 
 import numpy as np
 import pytest
@@ -64,12 +65,19 @@ def test_pseudolabel_throughput(benchmark, unlabelled, tmp_path, name):
     def setup():
         return (os.path.join(tmp_path, f"run{next(counter)}"),), {}
 
+    cpu: list[float] = []
+
     def run(out_dir):
+        t0 = time.process_time()
         db = pseudo_label(model, unlabelled, ids, out_dir, cfg)
+        cpu.append(time.process_time() - t0)
         assert db is not None and len(db["database"]) == NUM_VIDEOS
 
-    benchmark.pedantic(run, setup=setup, rounds=2, iterations=1, warmup_rounds=0)
-    vps = NUM_VIDEOS / benchmark.stats.stats.mean
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
+    vps = NUM_VIDEOS / benchmark.stats.stats.min
     benchmark.extra_info["videos_per_s"] = round(vps, 2)
-    benchmark.extra_info["projected_hours_332k"] = round(PAPER_SCALE / vps / 3600, 1)
+    benchmark.extra_info["projected_hours_332k"] = round(PAPER_SCALE / vps / 3600, 2)
+    # CPU seconds of this process (all its threads): on a machine shared with other jobs the
+    # wall time overstates the cost; videos per CPU-second x cores bounds what an idle machine does
+    benchmark.extra_info["videos_per_cpu_s"] = round(NUM_VIDEOS / min(cpu[1:] or cpu), 2)
     benchmark.extra_info["threads"] = torch.get_num_threads()

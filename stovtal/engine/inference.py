@@ -26,7 +26,7 @@ from .trainer import move_to_device
 __all__ = ["classify_segments", "predict_segments", "segments_to_json"]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_segments(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
