@@ -140,3 +140,32 @@ def test_pseudolabel_resume_after_sigkill(tiny_run, tmp_path):
     r = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert open(final, "rb").read() == reference
+
+
+def test_scale_runs_nested_subsets_and_reports_a_curve(tiny_run, tmp_path):
+    """``--scale 8,20``: 20 > the world's 16 web videos, so the world is enlarged; the base model
+    is reused (it does not depend on the web set); one pseudo-labelling + retraining per size, on
+    nested subsets; results.json and report.md carry the scale curve."""
+    ctx, _ = tiny_run
+    work = str(tmp_path / "scale")
+    shutil.copytree(ctx.workdir, work, ignore=shutil.ignore_patterns("pseudo", "retrain", "eval", "plots",
+                                                                     "report.md", "results.json"))
+    logs: list[str] = []
+    cfg = load_config(None, [*TINY, "scale=[8,20]"])
+    sctx = make_context(cfg, work, log=logs.append)
+    assert len(sctx.data.unlabelled) == 20 and sctx.scales() == [8, 20]
+    for stage in ("base", "pseudolabel", "retrain", "eval", "report"):
+        run_stage(sctx, stage)
+    assert any("[base] output exists, skipped" in line for line in logs)
+    small, large = sctx.unlabelled_ids(8), sctx.unlabelled_ids(20)
+    assert set(small) < set(large)
+    for n, ids in ((8, small), (20, large)):
+        pl = read_json(os.path.join(work, "pseudo", f"n{n}", "pseudo_labels.json"))["database"]
+        assert sorted(pl) == ids
+    res = read_json(os.path.join(work, "results.json"))
+    assert [r["num_unlabelled"] for r in res["scale"]] == [8, 20]
+    assert res["num_unlabelled"] == 20
+    final = read_json(os.path.join(work, "eval", "selftrained-n20.json"))
+    assert res["selftrained"]["CN"] == final["CN"]["average_mAP"]
+    assert os.path.getsize(os.path.join(work, "plots", "scale.png")) > 0
+    assert "## Scale" in open(os.path.join(work, "report.md")).read()
