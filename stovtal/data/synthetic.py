@@ -61,6 +61,11 @@ at most the shards in flight (finished feature files are kept). Shards can be sp
 (``shard="i/n"``). Videos ``0..num_web-1`` are the world's own web videos (same files).
 ``python -m stovtal.data web --root DIR --num-videos N [--shard i/n]`` does the same. To stream
 web videos without any disk, use :meth:`SyntheticWorld.iter_web_videos`.
+
+Cost (default config, float32 generation; measured on the shared 2-core machine under load):
+about 4 ms CPU per video; writing the default world (1,400 videos, 575 MB) took 23 s wall /
+6.7 s CPU (the rest is fsync-ed file I/O), 1,000 more web videos with ``write_web`` 18 s wall /
+5.4 s CPU (about 420 MB); memory stays flat (one video at a time).
 """
 
 from __future__ import annotations
