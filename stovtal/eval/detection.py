@@ -89,13 +89,14 @@ def _flatten_predictions(results: Mapping[str, Any], check: bool
         segs = list(map(itemgetter("segment"), flat))
         labels = list(map(itemgetter("label"), flat))
         scores = list(map(itemgetter("score"), flat))
+        times = list(chain.from_iterable(segs))
         if check and not (
                 all(issubclass(t, (list, tuple)) for t in set(map(type, segs)))
                 and set(map(len, segs)) <= {2}
-                and _all_numbers(chain.from_iterable(segs)) and _all_numbers(scores)
+                and _all_numbers(times) and _all_numbers(scores)
                 and all(issubclass(t, str) for t in set(map(type, labels)))):
             raise _Invalid
-        seg = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * P).reshape(P, 2)
+        seg = np.fromiter(times, dtype=np.float64, count=2 * P).reshape(P, 2)
         score = np.fromiter(scores, dtype=np.float64, count=P)
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
         raise _Invalid from None
