@@ -59,13 +59,14 @@ def load_vocabulary(name: str, strip: bool = True) -> list[str]:
     return [n.strip() for n in names] if strip else names
 
 
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def natural_name(name: str) -> str:
     """Class name as plain lower-case words: ``"CleanAndJerk" -> "clean and jerk"``,
-    ``"Playing guitarra" -> "playing guitarra"`` (THUMOS14 names are CamelCase)."""
-    return " ".join(_CAMEL.sub(" ", name.strip()).lower().split())
+    ``"Playing guitarra" -> "playing guitarra"``, ``"long_jump" -> "long jump"``
+    (THUMOS14 names are CamelCase)."""
+    return " ".join(_CAMEL.sub(" ", name.strip()).replace("_", " ").lower().split())
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import abc
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.vocab import load_embedding_extras, load_embeddings, save_embeddings
+from ..data.vocab import load_embedding_extras, load_embeddings, natural_name, save_embeddings
 
 __all__ = [
     "TextEncoder",
@@ -87,9 +86,7 @@ def format_class_name(name: str, style: str = "verbatim") -> str:
     if style == "verbatim":
         return name
     if style == "natural":
-        s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
-        s = s.replace("_", " ")
-        return " ".join(s.lower().split())
+        return natural_name(name)
     raise ValueError(f"unknown name style {style!r}; use one of {_NAME_STYLES}")
 
 
