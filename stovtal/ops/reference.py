@@ -29,6 +29,153 @@ def segment_iou(a: Tensor, b: Tensor, aligned: bool = False) -> Tensor:
     return iou.to(a.dtype)
 
 
+def jaccard_distance(features: Tensor, k1: int, k2: int) -> Tensor:
+    """Reference for :func:`stovtal.ops.jaccard_distance`: dense, float64, step by step.
+
+    Written from the semantics of SpCL's ``compute_jaccard_distance`` (see
+    ``stovtal/ops/jaccard.py``): exact squared Euclidean distances by direct
+    differences, a stable sort for the ranking (ties to the lower index),
+    Python sets for the k-reciprocal neighbourhoods, a dense ``[N, N]`` V and
+    dense min-sums. O(N^2) memory and Python loops over rows: for tests.
+    """
+    if features.dim() == 3:
+        n = features.shape[1]
+        out = [jaccard_distance(f, k1, k2) for f in features]
+        return torch.stack(out) if out else features.new_empty((0, n, n))
+    x = features.detach().to(torch.float64)
+    n = x.shape[0]
+    dist = torch.empty(n, n, dtype=torch.float64)
+    block = max(1, 2**22 // max(1, n * x.shape[1]))
+    for r0 in range(0, n, block):
+        dist[r0 : r0 + block] = ((x[r0 : r0 + block, None, :] - x[None]) ** 2).sum(-1)
+    initial_rank = torch.sort(dist, dim=1, stable=True).indices[:, :k1]
+    rank = initial_rank.tolist()
+
+    def reciprocal(i: int, k: int) -> list[int]:
+        return [j for j in rank[i][: k + 1] if i in rank[j][: k + 1]]
+
+    k_half = round(k1 / 2)  # round half to even, as numpy.around
+    r_full = [reciprocal(i, k1) for i in range(n)]
+    r_half = [reciprocal(i, k_half) for i in range(n)]
+    v = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        r = r_full[i]
+        expansion = list(r)
+        for c in r:
+            h = r_half[c]
+            if len(set(h) & set(r)) > 2 / 3 * len(h):
+                expansion.extend(h)
+        e = sorted(set(expansion))
+        if e:
+            v[i, e] = torch.softmax(-(2 - 2 * (x[e] @ x[i])), dim=0)
+    if k2 != 1:
+        v = v[initial_rank[:, :k2]].mean(1)
+    s = torch.empty(n, n, dtype=torch.float64)
+    block = max(1, 2**22 // max(1, n * n))
+    for r0 in range(0, n, block):
+        s[r0 : r0 + block] = torch.minimum(v[r0 : r0 + block, None, :], v[None]).sum(-1)
+    return (1 - s / (2 - s)).clamp(min=0).to(features.dtype)
+
+
+def jaccard_distance_topk(features: Tensor, k1: int, k2: int, m: int) -> tuple[Tensor, Tensor]:
+    """Reference for :func:`stovtal.ops.jaccard_distance_topk`: the m smallest
+    entries of every row of the dense reference, ties to the lower index."""
+    dense = jaccard_distance(features, k1, k2)
+    values, indices = torch.sort(dense, dim=-1, stable=True)
+    return values[..., :m], indices[..., :m]
+
+
+def _nms_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _same_label(labels: Tensor | None, n: int, device: torch.device) -> Tensor:
+    if labels is None:
+        return torch.ones(n, n, dtype=torch.bool, device=device)
+    return labels[:, None] == labels[None, :]
+
+
+def temporal_nms(
+    segments: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    labels: Tensor | None = None,
+    max_keep: int = -1,
+) -> Tensor:
+    """Reference for :func:`stovtal.ops.temporal_nms`: pairwise IoU matrix + greedy loop."""
+    if torch.isnan(scores).any():
+        raise ValueError("temporal_nms: scores must not contain NaN")
+    n = segments.shape[0]
+    compute = _nms_compute_dtype(segments.dtype)
+    seg = segments.to(compute)
+    iou = segment_iou(seg, seg)
+    suppresses = (iou > torch.tensor(iou_threshold, dtype=compute)) & _same_label(labels, n, seg.device)
+    order = torch.sort(scores.to(compute), descending=True, stable=True).indices
+    removed = torch.zeros(n, dtype=torch.bool, device=seg.device)
+    keep = []
+    for i in order.tolist():
+        if removed[i]:
+            continue
+        keep.append(i)
+        if 0 < max_keep <= len(keep):
+            break
+        removed |= suppresses[i]
+    return torch.tensor(keep, dtype=torch.long, device=segments.device)
+
+
+def soft_nms(
+    segments: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    sigma: float,
+    min_score: float,
+    method: str,
+    labels: Tensor | None = None,
+    max_keep: int = -1,
+    voting_threshold: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference for :func:`stovtal.ops.soft_nms`: the global greedy loop, literally."""
+    if not torch.isfinite(scores).all():
+        raise ValueError("soft_nms: scores must be finite")
+    n = segments.shape[0]
+    compute = _nms_compute_dtype(segments.dtype)
+    seg = segments.to(compute)
+    iou = segment_iou(seg, seg)
+    same = _same_label(labels, n, seg.device)
+    thr = torch.tensor(iou_threshold, dtype=compute)
+    if method == "linear":
+        weight = torch.where(iou >= thr, 1 - iou, torch.ones_like(iou))
+    elif method == "gaussian":
+        weight = torch.exp(-(iou * iou) / torch.tensor(sigma, dtype=compute))
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    weight = torch.where(same, weight, torch.ones_like(weight))
+    current = scores.to(compute).clone()
+    remaining = torch.ones(n, dtype=torch.bool, device=seg.device)
+    min_score_t = torch.tensor(min_score, dtype=compute)
+    selected, selected_scores = [], []
+    while bool(remaining.any()) and (max_keep <= 0 or len(selected) < max_keep):
+        masked = torch.where(remaining, current, torch.tensor(float("-inf"), dtype=compute))
+        best_score = masked[remaining].max()
+        i = int(torch.nonzero(remaining & (current == best_score))[0])
+        selected.append(i)
+        selected_scores.append(current[i].clone())
+        remaining[i] = False
+        affected = remaining & same[i]
+        current = torch.where(affected, current * weight[i], current)
+        remaining &= ~(affected & (current < min_score_t))
+    index = torch.tensor(selected, dtype=torch.long, device=segments.device)
+    out_scores = torch.stack(selected_scores) if selected else current.new_empty(0)
+    out_segments = seg[index]
+    if voting_threshold is not None and len(selected) > 0:
+        w = (iou[index] >= voting_threshold) & same[index]
+        w = w.to(compute) * scores.to(compute).clamp(min=0)[None, :]
+        total = w.sum(dim=1, keepdim=True)
+        voted = (w @ seg) / torch.where(total > 0, total, 1)
+        out_segments = torch.where(total > 0, voted, out_segments)
+    return out_segments.to(segments.dtype), out_scores.to(scores.dtype), index
+
+
 def roi_align_1d(
     features: Tensor,
     rois: Tensor,
