@@ -1,11 +1,16 @@
 """``python -m stovtal.train``: train the class-agnostic localizer on base classes, then
 evaluate CB / CN / GZSL on the test subset with the EMA weights of the best checkpoint.
 
+With ``classifier.adapter=true`` the classifier's adapter is first fitted on the ground-truth
+segments of the labelled base-class videos (``stovtal.engine.adapter``; the localizer is not
+involved), stored in every checkpoint and used for the evaluation.
+
 Examples::
 
     python -m stovtal.train                                   # built-in synthetic world
     python -m stovtal.train --config thumos14 data.feature_dir=/data/th14/feats ...
     python -m stovtal.train --config synthetic train.epochs=5 --resume
+    python -m stovtal.train classifier.adapter=true             # + base-class classifier adapter
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from stovtal.config import load_config, to_yaml
 from stovtal.data import collate_videos
 from stovtal.engine import Trainer, predict_segments
+from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import (
     build_dataset,
     build_loader,
@@ -83,10 +89,16 @@ def main(argv: list[str] | None = None) -> int:
             r = class_agnostic_map(props, {v: val_db[v] for v in props}, list(cfg.data.tiou_thresholds))
             return {"score": r["average_mAP"], "class_agnostic_avg_mAP": r["average_mAP"]}
 
+    extra_state = {"config": config_to_dict(cfg)}
+    classifier, adapter_stats = None, None
+    if cfg.classifier.adapter:
+        # independent of the localizer (runs under its own seeded RNG); stored in every checkpoint
+        classifier, adapter_stats = fit_adapter(cfg, spec, log=lambda s: print(s, file=sys.stderr))
+        extra_state["classifier"] = adapter_state(classifier, cfg, spec, adapter_stats)
     print(f"training on {len(train_set)} base-class videos, {sum(p.numel() for p in model.parameters())} parameters",
           file=sys.stderr)
     trainer = Trainer(model, train_set, cfg.train, cfg.workdir, collate_fn=collate_videos,
-                      evaluate=evaluate, extra_state={"config": config_to_dict(cfg)},
+                      evaluate=evaluate, extra_state=extra_state,
                       log=lambda s: print(s, file=sys.stderr))
     t0 = time.time()
     trainer.fit(resume=args.resume)
@@ -95,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_eval or not spec.test_subset:
         return 0
     best = load_localizer(cfg, spec, trainer.best_path, "ema", trainer.device)
-    results = evaluate_on_test(cfg, spec, best)
+    results = evaluate_on_test(cfg, spec, best, classifier=classifier)
     results["train_time_s"] = train_time
+    if adapter_stats is not None:
+        results["adapter"] = adapter_stats
     atomic_write_json(os.path.join(cfg.workdir, "eval.json"), results, indent=1)
     print(format_results_table(results, list(cfg.data.tiou_thresholds)))
     return 0
