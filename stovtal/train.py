@@ -24,7 +24,7 @@ import torch
 
 from stovtal.config import load_config, to_yaml
 from stovtal.data import collate_videos
-from stovtal.engine import Trainer, predict_segments
+from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import (
     build_dataset,
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = resolve_data(cfg.data, progress=True)
     train_set = build_dataset(spec, spec.train_subset, training=True, classes=spec.base,
                               annotations=base_training_annotations(spec))
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = build_localizer(cfg, spec)
     evaluate = None
     if spec.val_subset:

@@ -28,10 +28,8 @@ from stovtal.engine.builders import build_dataset, build_vocabulary, resolve_dat
 from stovtal.models.classifier import ClassifierConfig, OpenVocabClassifier, Vocabulary
 from stovtal.utils.fileio import read_json
 
-WORLD = [
-    "data.world.num_train=40", "data.world.num_web=0", "data.world.num_test=40",
-    "data.world.snippets_range=[64,128]", "data.world.feat_dim=64",
-]
+# the default generative parameters, fewer videos (enough ground-truth segments to learn from)
+WORLD = ["data.world.num_train=80", "data.world.num_web=0", "data.world.num_test=120"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +70,7 @@ def test_adapter_learns_base_classes_and_leaves_the_rng_alone(world, record_prop
         acc[part] = (len(labels), segment_accuracy(zero_shot, pooled, labels, vocab),
                      segment_accuracy(adapted, pooled, labels, vocab))
     n, zs, ad = acc["CB"]
-    assert n >= 30
+    assert n >= 100
     assert ad > zs, acc["CB"]  # held-out videos of the classes the adapter was trained on
     # the paper's comparison: the adapter's effect on classes it never saw (no direction asserted)
     record_property("adapter_segment_accuracy", acc)
