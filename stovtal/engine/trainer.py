@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed as D
@@ -119,6 +119,32 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             continue
         (no_decay if p.dim() <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class _SharedPermutationSampler(DistributedSampler):
+    """``DistributedSampler`` over the permutation that a single process draws.
+
+    One process shuffles with ``DataLoader(RandomSampler(generator=g), generator=g)`` for
+    ``g`` seeded with the epoch seed; that loader first draws its base seed from ``g``, then the
+    sampler's permutation. Drawing the same here keeps single-process runs exactly as they
+    were while DDP ranks split the very same batches (checked by tests/distributed).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, drop_last: bool):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=0, drop_last=drop_last)
+        self.perm_seed = seed
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.perm_seed)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base seed
+        indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        if self.drop_last:
+            indices = indices[: self.total_size]
+        else:
+            pad = self.total_size - len(indices)
+            indices += (indices * math.ceil(pad / len(indices)))[:pad]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
 class _LossModule(nn.Module):
@@ -216,12 +242,15 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         gen = torch.Generator()
         gen.manual_seed(epoch_seed(self.cfg.seed, epoch))
-        # One permutation per epoch, the same on every rank; rank r takes elements r, r+W, ...
-        # With drop_last the sampler keeps floor(n/W) per rank and the loader
-        # floor(floor(n/W) / (B/W)) = floor(n/B) steps: the single-process batches, split.
         drop = self._drop_last()
-        sampler = DistributedSampler(self.train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
-                                     seed=epoch_seed(self.cfg.seed, epoch), drop_last=drop)
+        if self.world_size == 1:
+            sampler: Any = RandomSampler(self.train_set, generator=gen)
+        else:
+            # The single-process permutation, the same on every rank; rank r takes elements
+            # r, r+W, ... With drop_last the sampler keeps floor(n/W) per rank and the loader
+            # floor(floor(n/W) / (B/W)) = floor(n/B) steps: the single-process batches, split.
+            sampler = _SharedPermutationSampler(self.train_set, self.world_size, self.rank,
+                                                epoch_seed(self.cfg.seed, epoch), drop)
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size // self.world_size,
