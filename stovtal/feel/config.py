@@ -31,8 +31,8 @@ class SyntheticSection:
     seed: int = 0
     vocabulary: str = "thumos14"
     profile: str = "short"
-    num_web: int = 400
-    num_test: int = 150
+    num_web: int = 300
+    num_test: int = 100
     num_train: int = 1
     web_classes_per_video: list[float] = field(default_factory=lambda: [1.0])
 
@@ -80,8 +80,8 @@ class IISConfig:
 
 @dataclass
 class ModelConfig:
-    embed_dim: int = 256
-    dropout: float = 0.7
+    embed_dim: int = 128
+    dropout: float = 0.5
     r_easy: int = 5
     r_hard: int = 20
     m: int = 3
@@ -93,9 +93,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float = 5e-4
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 2e-3
     weight_decay: float = 5e-4
     grad_clip: float = 1.0
     max_seq_len: int = 512  # training crops (random) of longer videos, in snippets
@@ -119,9 +119,16 @@ class NamingConfig:
     ``vocab_npz``: ``.npz`` with ``names`` + ``embeddings`` in the feature space (e.g. CLIP text
     embeddings for CLIP video features); ``"auto"`` uses the synthetic world's ``vocab.npz``
     when running on it and disables naming otherwise; empty or null disables naming.
+    With ``open_clip_model`` + ``open_clip_checkpoint`` the names of ``vocabulary`` are encoded
+    by ``stovtal.models.text_encoders.OpenClipTextEncoder`` instead (for CLIP video features).
     """
 
     vocab_npz: str | None = "auto"
+    # alternatively encode the names with an open_clip text tower (local checkpoint, no download)
+    open_clip_model: str = ""
+    open_clip_checkpoint: str = ""
+    templates: str | None = None
+    vocabulary: str = ""  # names to choose from: shipped vocabulary name or text file; "" = data classes
 
 
 @dataclass

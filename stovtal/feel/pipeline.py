@@ -117,15 +117,35 @@ def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int)
     return metrics, predictions, mapping
 
 
-def _name_clusters(model, data: FeelData, labels: torch.Tensor, vocab_npz: str, device, cfg) -> list[dict]:
-    """Nearest vocabulary name of each cluster's actionness-weighted mean input feature."""
+def _naming_vocabulary(cfg: FeelConfig, data: FeelData) -> tuple[list[str], torch.Tensor, str] | None:
+    """(names, text embeddings [V, E], source) for cluster naming, or None when disabled."""
+    nc = cfg.naming
+    if nc.open_clip_model:
+        from stovtal.models.text_encoders import OpenClipTextEncoder
+
+        from .data import _classes
+
+        names = _classes(nc.vocabulary) if nc.vocabulary else list(data.classes)
+        enc = OpenClipTextEncoder(nc.open_clip_model, nc.open_clip_checkpoint, nc.templates, device=cfg.device)
+        return names, enc.encode(names).float().cpu(), f"open_clip {nc.open_clip_model}"
+    vocab = nc.vocab_npz
+    if vocab == "auto":
+        vocab = data.vocab_npz or ""
+    if not vocab:
+        return None
     from stovtal.data.vocab import load_embeddings
 
-    names, emb = load_embeddings(vocab_npz)
-    emb = F.normalize(torch.as_tensor(emb, dtype=torch.float32), dim=1)
+    names, emb = load_embeddings(vocab)
+    return list(names), torch.as_tensor(emb, dtype=torch.float32), vocab
+
+
+def _name_clusters(model, data: FeelData, labels: torch.Tensor, names: list[str], emb: torch.Tensor,
+                   source: str, device, cfg) -> list[dict]:
+    """Nearest vocabulary name of each cluster's actionness-weighted mean input feature."""
+    emb = F.normalize(emb, dim=1)
     feats = data.train.feats
     if emb.shape[1] != feats[0].shape[0]:
-        raise ValueError(f"{vocab_npz}: embedding dim {emb.shape[1]} != feature dim {feats[0].shape[0]}")
+        raise ValueError(f"{source}: text embedding dim {emb.shape[1]} != feature dim {feats[0].shape[0]}")
     outs = forward_videos(model, feats, device, cfg.train.batch_size, False)
     vids = []
     for f, (_, act, _, _) in zip(feats, outs, strict=True):
@@ -257,12 +277,10 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
     }
     details: dict[str, Any] = {"records": records, "tiou_thresholds": list(cfg.tiou_thresholds),
                                "classes": data.classes, "num_clusters": k}
-    vocab = cfg.naming.vocab_npz
-    if vocab == "auto":
-        vocab = data.vocab_npz or ""
-    if vocab:
+    naming = _naming_vocabulary(cfg, data)
+    if naming is not None:
         ck = _load_ckpt(_ckpt_path(workdir, len(records)))
-        named = _name_clusters(model, data, ck["labels"], vocab, device, cfg)
+        named = _name_clusters(model, data, ck["labels"], *naming, device, cfg)
         for row in named:
             m = int(ck["mapping"][row["cluster"]])
             row["hungarian_class"] = data.classes[m] if m >= 0 else None

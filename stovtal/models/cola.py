@@ -7,7 +7,8 @@ Contrastive Learning"); FEEL trains it on the pseudo-classes of its clusters.
 - Class activation sequence (CAS): dropout + ``Conv1d(E, K, 1)`` -> ``[B, T, K]`` logits;
   actionness = sum of the CAS over classes ``[B, T]``.
 - Video-level scores: softmax over classes of the mean of the top-``k_easy`` CAS values per
-  class (``k_easy = T // r_easy``); action loss = BCE against the normalised video label.
+  class (``k_easy = T // r_easy``); action loss = BCE against the normalised video label
+  (summed over classes, averaged over videos).
 - SniCo loss: easy action / background snippets are the top-``k_easy`` by actionness (and by
   reversed actionness) after a random drop of snippets; hard action snippets lie in the inner
   boundary band of the above-median actionness mask (erosion by ``m`` minus erosion by ``M``),
@@ -184,7 +185,9 @@ def cola_losses(
         raise ValueError("cola_losses: a video has no label")
     target = target / target.sum(1, keepdim=True)
     scores = out["video_scores"].clamp(1e-7, 1 - 1e-7)
-    action = F.binary_cross_entropy(scores, target)
+    # summed over classes, averaged over videos (CoLA averages over both, which shrinks the
+    # gradient by a factor K and ties the usable learning rate to the number of classes)
+    action = F.binary_cross_entropy(scores, target, reduction="sum") / b
 
     k_easy, k_hard = model.k_easy(mask), model.k_hard(mask)
     keep = torch.rand(b, t, generator=generator).to(mask.device) >= cfg.easy_drop
