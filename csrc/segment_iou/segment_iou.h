@@ -15,13 +15,19 @@ STOVTAL_HOST_DEVICE STOVTAL_INLINE T segment_length(T s, T e) {
 }
 
 // IoU of [s1, e1] and [s2, e2]; `len1`/`len2` are their precomputed lengths.
+// Written branch-free (selects only, the division always evaluated) so that
+// the CPU loop over pairs vectorises. A NaN coordinate makes a length and so
+// the union NaN, which is what is returned.
 template <typename T>
 STOVTAL_HOST_DEVICE STOVTAL_INLINE T segment_iou_with_lengths(T s1, T e1, T len1, T s2, T e2,
                                                               T len2) {
-  const T inter = relu_nan(min_nan(e1, e2) - max_nan(s1, s2));
+  const T hi = e1 < e2 ? e1 : e2;
+  const T lo = s1 > s2 ? s1 : s2;
+  const T inter = relu_nan(hi - lo);
   const T uni = len1 + len2 - inter;
-  if (uni != uni) return uni;  // NaN in any coordinate
-  return uni > T(0) ? inter / uni : T(0);
+  const T ratio = inter / uni;
+  const T iou = uni > T(0) ? ratio : T(0);
+  return uni != uni ? uni : iou;
 }
 
 template <typename T>

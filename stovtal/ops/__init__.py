@@ -8,6 +8,7 @@ pure-PyTorch versions that define their semantics.
 
 from . import reference
 from ._library import info, registered_ops
+from .nms import soft_nms, temporal_nms
 from .segment_iou import segment_iou
 
-__all__ = ["info", "reference", "registered_ops", "segment_iou"]
+__all__ = ["info", "reference", "registered_ops", "segment_iou", "soft_nms", "temporal_nms"]

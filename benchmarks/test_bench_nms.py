@@ -1,0 +1,207 @@
+"""temporal_nms / soft_nms on CPU, at the sizes TAL post-processing produces.
+
+Run: pytest benchmarks/test_bench_nms.py --benchmark-only
+Groups (one table each, so the ratio is read off directly):
+- hard NMS, 2000 candidates, 20 labels, float32: ours vs the pure-PyTorch
+  reference (pairwise IoU matrix + greedy loop), a pure-Python greedy loop and
+  torchvision.ops.batched_nms on unit-height boxes;
+- soft-NMS (gaussian, ActionFormer's THUMOS settings), same candidates: ours
+  vs a pure-Python loop and the pure-PyTorch reference;
+- per-video post-processing: 1000 videos x 2000 candidates through soft-NMS
+  with score voting; ``extra_info["videos_per_s"]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stovtal.ops import reference, soft_nms, temporal_nms
+
+N = 2000
+NUM_LABELS = 20
+NUM_VIDEOS = 1000
+NMS_IOU = 0.5
+# ActionFormer's THUMOS14 test settings.
+SOFT = {"iou_threshold": 0.1, "sigma": 0.5, "min_score": 0.001, "method": "gaussian"}
+VOTING = 0.7
+MAX_SEGMENTS = 200
+
+
+def make_candidates(seed: int, n: int = N, num_labels: int = NUM_LABELS, duration: float = 1000.0):
+    """Localizer-like candidates: jittered copies of ~15 actions (often under several
+    labels, as top-k (position, class) pairs are) plus low-scoring background."""
+    g = torch.Generator().manual_seed(seed)
+    num_actions = 15
+    centre = torch.rand(num_actions, generator=g) * duration
+    length = 2 + torch.rand(num_actions, generator=g) * 60
+    action_label = torch.randint(0, num_labels, (num_actions,), generator=g)
+    confidence = 0.3 + 0.7 * torch.rand(num_actions, generator=g)
+    n_fg = int(0.8 * n)
+    a = torch.randint(0, num_actions, (n_fg,), generator=g)
+    jitter = torch.randn(n_fg, 2, generator=g) * 0.15 * length[a, None]
+    fg = torch.stack([centre[a] - length[a] / 2, centre[a] + length[a] / 2], 1) + jitter
+    other = torch.randint(0, num_labels, (n_fg,), generator=g)
+    fg_label = torch.where(torch.rand(n_fg, generator=g) < 0.7, action_label[a], other)
+    fg_score = confidence[a] * torch.rand(n_fg, generator=g)
+    n_bg = n - n_fg
+    start = torch.rand(n_bg, generator=g) * duration
+    bg = torch.stack([start, start + 1 + torch.rand(n_bg, generator=g) * 80], 1)
+    bg_score = 0.2 * torch.rand(n_bg, generator=g)
+    seg = torch.cat([fg, bg]).sort(dim=1).values.contiguous()
+    scores = torch.cat([fg_score, bg_score]).contiguous()
+    labels = torch.cat([fg_label, torch.randint(0, num_labels, (n_bg,), generator=g)])
+    return seg, scores, labels
+
+
+def python_nms(segments, scores, labels, iou_threshold):
+    """Greedy hard NMS on Python lists, kept segments grouped by label."""
+    seg, sc, lab = segments.tolist(), scores.tolist(), labels.tolist()
+    kept_by_label: dict[int, list[tuple[float, float, float]]] = {}
+    keep = []
+    for i in sorted(range(len(sc)), key=lambda k: (-sc[k], k)):
+        s, e = seg[i]
+        length = max(e - s, 0.0)
+        kept = kept_by_label.setdefault(lab[i], [])
+        suppressed = False
+        for ks, ke, kl in kept:
+            inter = max(min(e, ke) - max(s, ks), 0.0)
+            union = length + kl - inter
+            if union > 0 and inter / union > iou_threshold:
+                suppressed = True
+                break
+        if not suppressed:
+            kept.append((s, e, length))
+            keep.append(i)
+    return keep
+
+
+def python_soft_nms(segments, scores, labels, iou_threshold, sigma, min_score, method):
+    """ActionFormer-style soft-NMS loop on Python lists, run per label, merged by score."""
+    seg, sc, lab = segments.tolist(), scores.tolist(), labels.tolist()
+    by_label: dict[int, list[int]] = {}
+    for i, value in enumerate(lab):
+        by_label.setdefault(value, []).append(i)
+    selected = []
+    for members in by_label.values():
+        remaining = [[seg[i][0], seg[i][1], max(seg[i][1] - seg[i][0], 0.0), sc[i], i] for i in members]
+        while remaining:
+            best = max(range(len(remaining)), key=lambda r: (remaining[r][3], -remaining[r][4]))
+            bs, be, bl, bscore, bi = remaining.pop(best)
+            selected.append((bscore, bi))
+            survivors = []
+            for cand in remaining:
+                inter = max(min(be, cand[1]) - max(bs, cand[0]), 0.0)
+                union = bl + cand[2] - inter
+                iou = inter / union if union > 0 else 0.0
+                if method == "linear":
+                    weight = 1 - iou if iou >= iou_threshold else 1.0
+                else:
+                    weight = math.exp(-iou * iou / sigma)
+                cand[3] *= weight
+                if cand[3] >= min_score:
+                    survivors.append(cand)
+            remaining = survivors
+    selected.sort(key=lambda t: (-t[0], t[1]))
+    return [i for _, i in selected]
+
+
+@pytest.fixture(scope="module")
+def candidates():
+    return make_candidates(0)
+
+
+# ---------------------------------------------------------------- hard NMS
+
+HARD = f"temporal_nms-{N}cand-{NUM_LABELS}labels-f32-cpu"
+
+
+@pytest.mark.benchmark(group=HARD)
+def test_hard_stovtal(benchmark, candidates):
+    seg, sc, lab = candidates
+    keep = benchmark(temporal_nms, seg, sc, NMS_IOU, lab)
+    assert torch.equal(keep, reference.temporal_nms(seg, sc, NMS_IOU, lab))
+
+
+@pytest.mark.benchmark(group=HARD)
+def test_hard_reference(benchmark, candidates):
+    seg, sc, lab = candidates
+    keep = benchmark.pedantic(reference.temporal_nms, (seg, sc, NMS_IOU, lab), rounds=5, iterations=1)
+    assert torch.equal(keep, temporal_nms(seg, sc, NMS_IOU, lab))
+
+
+@pytest.mark.benchmark(group=HARD)
+def test_hard_python(benchmark, candidates):
+    seg, sc, lab = candidates
+    keep = benchmark.pedantic(python_nms, (seg, sc, lab, NMS_IOU), rounds=5, iterations=1)
+    assert keep == temporal_nms(seg, sc, NMS_IOU, lab).tolist()
+
+
+@pytest.mark.benchmark(group=HARD)
+def test_hard_torchvision_batched_nms(benchmark, candidates):
+    tv = pytest.importorskip("torchvision")
+    seg, sc, lab = candidates
+    ones = torch.ones(N, 1)
+    boxes = torch.cat([seg[:, :1], 0 * ones, seg[:, 1:], ones], 1).contiguous()
+    keep = benchmark(tv.ops.batched_nms, boxes, sc, lab, NMS_IOU)
+    assert torch.equal(keep, temporal_nms(seg, sc, NMS_IOU, lab))
+
+
+# ---------------------------------------------------------------- soft-NMS
+
+SOFT_GROUP = f"soft_nms-gaussian-{N}cand-{NUM_LABELS}labels-f32-cpu"
+
+
+def _soft_ours(seg, sc, lab):
+    return soft_nms(seg, sc, labels=lab, **SOFT)
+
+
+@pytest.mark.benchmark(group=SOFT_GROUP)
+def test_soft_stovtal(benchmark, candidates):
+    seg, sc, lab = candidates
+    _, _, idx = benchmark(_soft_ours, seg, sc, lab)
+    assert idx.tolist() == python_soft_nms(seg, sc, lab, **SOFT)
+
+
+@pytest.mark.benchmark(group=SOFT_GROUP)
+def test_soft_python(benchmark, candidates):
+    seg, sc, lab = candidates
+    order = benchmark.pedantic(python_soft_nms, (seg, sc, lab), SOFT, rounds=3, iterations=1)
+    assert order == _soft_ours(seg, sc, lab)[2].tolist()
+
+
+@pytest.mark.benchmark(group=SOFT_GROUP)
+def test_soft_reference(benchmark, candidates):
+    seg, sc, lab = candidates
+    out = benchmark.pedantic(
+        reference.soft_nms, (seg, sc), dict(SOFT, labels=lab), rounds=1, iterations=1
+    )
+    assert torch.equal(out[2], _soft_ours(seg, sc, lab)[2])
+
+
+# ---------------------------------------------------------------- per-video post-processing
+
+POST = f"postprocess-{NUM_VIDEOS}videos-x{N}cand-softnms-voting-cpu"
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return [make_candidates(1000 + v) for v in range(NUM_VIDEOS)]
+
+
+def postprocess_all(videos):
+    out = []
+    for seg, sc, lab in videos:
+        out.append(
+            soft_nms(seg, sc, labels=lab, max_keep=MAX_SEGMENTS, voting_threshold=VOTING, **SOFT)
+        )
+    return out
+
+
+@pytest.mark.benchmark(group=POST)
+def test_postprocess_videos(benchmark, videos):
+    out = benchmark.pedantic(postprocess_all, (videos,), rounds=3, iterations=1)
+    assert len(out) == NUM_VIDEOS and all(len(o[2]) == MAX_SEGMENTS for o in out)
+    benchmark.extra_info["videos_per_s"] = NUM_VIDEOS / benchmark.stats.stats.mean

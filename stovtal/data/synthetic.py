@@ -1,0 +1,471 @@
+"""The built-in synthetic world: the default input of every stovtal entry point.
+
+Snippet features live in the space of real text embeddings of real action names
+(all-MiniLM-L6-v2, shipped in ``stovtal/data/embeddings/``), mapped into the feature dimension by
+a fixed random orthogonal map. The world writes itself to disk in the real formats, so the rest of
+the package only reads the real formats:
+
+``root/``
+    ``features/<vid>.npy``   float32 ``[T, feat_dim]`` snippet features of every video
+    ``annotations.json``     subsets ``"train"`` (labelled, base classes only) and ``"test"``
+                             (base + novel, ground truth)
+    ``web.json``             subset ``"web"``: the unlabelled web videos (``annotations: []``)
+    ``web_gt.json``          the web videos' hidden ground truth (analysis only, e.g. to measure
+                             pseudo-label quality; methods must not read it)
+    ``vocab.npz``            ``names`` + ``embeddings`` (float32 ``[K, feat_dim]``): the mapped
+                             class-name text embeddings, i.e. the frozen text encoder's output
+    ``world.json``           fps / feature_stride / num_frames / feat_dim, base and novel
+                             classes, the full config; written last (completion marker)
+
+Generative model (per video ``v``, snippet ``t``; every vector in ``R^feat_dim``)::
+
+    f_t = modality_gap + scene_v + a_t * A_t + (1 - a_t) * B_t + n_t
+
+- ``a_t`` in [0, 1]: the fraction of snippet t's frame window ``[t*stride, t*stride+num_frames)``
+  covered by an action instance (so boundaries are soft over ``num_frames/stride`` snippets).
+- ``A_t = s_v * m_t * unit(p_c + instance_variation * u)``: action content of class ``c``.
+  ``p_c = unit(W e_c + text_visual_gap * d_c)`` is the class's visual prototype: its mapped text
+  embedding ``W e_c`` moved by a fixed random per-class direction ``d_c`` (video and text
+  embeddings of a class never coincide). ``u`` mixes a per-(video, class) and a per-instance
+  random direction (intra-class variation). ``s_v`` is the video's signal strength (log-uniform
+  in ``signal_range``: variable SNR) and ``m_t`` a smooth amplitude jitter (``amplitude_jitter``).
+- ``B_t``: structured background: the video switches smoothly between ``background_types_per_video``
+  of ``num_background_types`` shared background "activities" (random directions) with strength
+  drawn like ``s_v``; plus distractor spans (``distractors_per_minute``) where the background takes
+  a weak (``distractor_strength`` x ``s_v``) component of a random class's prototype: hard,
+  unlabelled negatives, drawn from all classes alike.
+- ``scene_v``: a per-video scene vector of norm ``scene_norm``: a mix of one of ``num_scenes``
+  shared scene prototypes and a video-specific direction. With probability ``scene_class_affinity``
+  the prototype is the one preferred by the video's first class (venues correlate with actions).
+- ``n_t``: Gaussian noise of expected norm ``noise_norm``, temporally smoothed by an AR(1) filter
+  with coefficient ``noise_smoothness``.
+- ``modality_gap``: a fixed vector of norm ``modality_gap_norm`` added to every snippet feature.
+
+Durations: video length ``T`` in snippets is uniform in ``snippets_range``; action lengths are
+log-normal in seconds (``action_median_s``/``action_sigma``, or a fraction of the video for the
+ActivityNet-like ``"long"`` profile), clipped to ``action_range_s``; ``1 + Poisson(extra_instances)``
+instances per class in a video, placed without overlap (at least ``min_gap_s`` apart).
+
+Nothing here depends on a method run on the world: labels come only from the generative process.
+Every video is generated from its own RNG stream ``(seed, subset, index)``, so any subset of videos
+(e.g. web shard ``[start, stop)``) is reproducible on its own and nothing is held in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.signal import lfilter
+
+from stovtal.utils.fileio import atomic_save_npy, atomic_write_json, read_json
+
+from .formats import FeatureGrid, feature_path, write_annotations
+from .splits import class_split
+from .vocab import save_embeddings, shipped_text_embeddings
+
+__all__ = ["SyntheticConfig", "SyntheticWorld", "PROFILES", "ensure_world"]
+
+_SUBSET_CODE = {"train": 1, "web": 2, "test": 3}
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DurationProfile:
+    """Timing statistics of a world (see the module docstring)."""
+
+    fps: float
+    feature_stride: int
+    num_frames: int
+    action_median_s: float | None  # log-normal median in seconds (None: use action_median_frac)
+    action_median_frac: float | None  # ... or as a fraction of the video duration
+    action_sigma: float  # log-normal sigma (natural log)
+    action_range_s: tuple[float, float]
+    extra_instances: float  # mean of the Poisson number of extra instances per class and video
+    min_gap_s: float
+
+
+PROFILES = {
+    # THUMOS14-like: short actions (median 4 s) in videos of 13-40 s, several per video.
+    "short": DurationProfile(fps=30.0, feature_stride=4, num_frames=16, action_median_s=4.0,
+                             action_median_frac=None, action_sigma=0.6, action_range_s=(0.8, 20.0),
+                             extra_instances=1.5, min_gap_s=0.5),
+    # ActivityNet-like: long actions (median 35% of the video) in videos of 53-160 s, 1-2 per video.
+    "long": DurationProfile(fps=30.0, feature_stride=16, num_frames=16, action_median_s=None,
+                            action_median_frac=0.35, action_sigma=0.5, action_range_s=(2.0, 1e9),
+                            extra_instances=0.3, min_gap_s=2.0),
+}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of a synthetic world (all documented in the module docstring).
+
+    Attributes:
+        seed: master seed; the world is a pure function of this config.
+        vocabulary: shipped vocabulary whose class names (and MiniLM text embeddings) are used.
+        split: class split of that vocabulary (``"kinetics"``, ``"random75"``, ``"random50"``).
+        split_seed: seed of a random split.
+        profile: ``"short"`` (THUMOS-like) or ``"long"`` (ActivityNet-like) timing.
+        feat_dim: feature dimension D.
+        num_train, num_web, num_test: videos in the labelled / web / test sets.
+        snippets_range: min and max video length in snippets (uniform).
+        train_classes_per_video, web_classes_per_video, test_classes_per_video: probabilities of
+            1, 2, ... distinct action classes in a video (e.g. ``(1.0,)``: always one class).
+        signal_range: log-uniform range of the per-video action strength ``s_v``.
+        amplitude_jitter: relative std of the smooth amplitude modulation ``m_t``.
+        instance_variation: weight of intra-class variation ``u`` against the class prototype.
+        text_visual_gap: weight of the per-class offset ``d_c`` between text and visual prototype.
+        visual_confusion: weight, inside ``d_c``, of a random mixture of *other* classes' text
+            embeddings (against a random direction of weight 1): visual look-alikes.
+        scene_norm, num_scenes, scene_class_affinity: per-video scene context (see docstring).
+        num_background_types, background_types_per_video: structured background activities.
+        background_action_content: weight of a random mixture of class prototypes in each
+            background activity (against a random direction of weight 1).
+        distractors_per_minute, distractor_strength: hard negative spans in the background.
+        noise_norm, noise_smoothness: AR(1)-smoothed Gaussian noise.
+        modality_gap_norm: norm of the constant offset of all video features.
+        web_shard_size: web videos per shard when writing (resume granularity).
+    """
+
+    seed: int = 0
+    vocabulary: str = "thumos14"
+    split: str = "kinetics"
+    split_seed: int = 0
+    profile: str = "short"
+    feat_dim: int = 512
+    num_train: int = 200
+    num_web: int = 1000
+    num_test: int = 200
+    snippets_range: tuple[int, int] = (100, 300)
+    train_classes_per_video: tuple[float, ...] = (0.9, 0.1)
+    web_classes_per_video: tuple[float, ...] = (0.8, 0.2)
+    test_classes_per_video: tuple[float, ...] = (0.8, 0.2)
+    signal_range: tuple[float, float] = (0.4, 1.2)
+    amplitude_jitter: float = 0.2
+    instance_variation: float = 0.8
+    text_visual_gap: float = 1.0
+    visual_confusion: float = 2.0
+    scene_norm: float = 1.0
+    num_scenes: int = 16
+    scene_class_affinity: float = 0.5
+    num_background_types: int = 32
+    background_action_content: float = 0.6
+    background_types_per_video: int = 3
+    distractors_per_minute: float = 2.0
+    distractor_strength: tuple[float, float] = (0.2, 0.5)
+    noise_norm: float = 0.6
+    noise_smoothness: float = 0.7
+    modality_gap_norm: float = 0.3
+    web_shard_size: int = 250
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, stored in world.json
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose from {sorted(PROFILES)}")
+        lo, hi = self.snippets_range
+        if not 8 <= lo <= hi:
+            raise ValueError(f"snippets_range must satisfy 8 <= min <= max, got {self.snippets_range}")
+        for name in ("num_train", "num_web", "num_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.feat_dim < 8:
+            raise ValueError(f"feat_dim must be >= 8, got {self.feat_dim}")
+        for name in ("train_classes_per_video", "web_classes_per_video", "test_classes_per_video"):
+            p = getattr(self, name)
+            if not p or any(x < 0 for x in p) or not math.isclose(sum(p), 1.0, abs_tol=1e-6):
+                raise ValueError(f"{name} must be probabilities summing to 1, got {p}")
+        if not 0 <= self.noise_smoothness < 1:
+            raise ValueError("noise_smoothness must be in [0, 1)")
+        if self.web_shard_size < 1:
+            raise ValueError("web_shard_size must be >= 1")
+
+    @property
+    def timing(self) -> DurationProfile:
+        return PROFILES[self.profile]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SyntheticConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown synthetic world options: {sorted(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+def json_ready(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    return x
+
+
+def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def _orthogonal_map(rng: np.random.Generator, out_dim: int, in_dim: int) -> np.ndarray:
+    """``[out_dim, in_dim]`` with orthonormal columns (out >= in) or rows (out < in)."""
+    q, r = np.linalg.qr(rng.standard_normal((max(out_dim, in_dim), min(out_dim, in_dim))))
+    q = q * np.sign(np.diag(r))
+    return q if out_dim >= in_dim else q.T
+
+
+class SyntheticWorld:
+    """A deterministic synthetic world; see the module docstring.
+
+    ``SyntheticWorld(config).write(root)`` writes it (resumable); ``iter_videos(subset, start,
+    stop)`` / ``iter_web_videos(start, stop)`` stream videos without touching the disk.
+    """
+
+    def __init__(self, config: SyntheticConfig | None = None) -> None:
+        self.config = cfg = config or SyntheticConfig()
+        t = cfg.timing
+        self.grid = FeatureGrid(t.fps, t.feature_stride, t.num_frames)
+        split = class_split(cfg.vocabulary, cfg.split, cfg.split_seed)
+        names, text = shipped_text_embeddings(cfg.vocabulary)
+        self.classes: list[str] = names
+        self.base: list[str] = [c for c in names if c in set(split.base)]
+        self.novel: list[str] = [c for c in names if c in set(split.novel)]
+        self._base_idx = np.array([names.index(c) for c in self.base], dtype=np.int64)
+        self._all_idx = np.arange(len(names))
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
+        D, E, K = cfg.feat_dim, text.shape[1], len(names)
+        self.text_map = _orthogonal_map(rng, D, E)  # [D, E]
+        self.text_embeddings = _unit(text.astype(np.float64) @ self.text_map.T)  # [K, D]
+        # the visual offset of a class leans towards other classes (look-alikes the text misses)
+        others = rng.dirichlet(np.full(K, 0.3), size=K)
+        np.fill_diagonal(others, 0.0)
+        gap = _unit(cfg.visual_confusion * _unit(others @ self.text_embeddings)
+                    + _unit(rng.standard_normal((K, D))))
+        self.prototypes = _unit(self.text_embeddings + cfg.text_visual_gap * gap)
+        self.scene_protos = _unit(rng.standard_normal((cfg.num_scenes, D)))
+        self.class_scene = rng.integers(0, cfg.num_scenes, size=K)
+        # background activities share some content with actions (people moving, sports gear)
+        mix = rng.dirichlet(np.ones(K), size=cfg.num_background_types) @ self.prototypes
+        self.background_types = _unit(cfg.background_action_content * _unit(mix)
+                                      + _unit(rng.standard_normal((cfg.num_background_types, D))))
+        self.modality_gap = cfg.modality_gap_norm * _unit(rng.standard_normal(D))
+
+    # ----------------------------------------------------------------- generation
+    def _rng(self, subset: str, index: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.config.seed, _SUBSET_CODE[subset], index]))
+
+    @staticmethod
+    def video_id(subset: str, index: int) -> str:
+        return f"{subset}_{index:07d}"
+
+    def _smooth(self, rng: np.random.Generator, shape: tuple[int, ...], coef: float) -> np.ndarray:
+        """AR(1)-filtered standard normal noise along axis 0, unit marginal variance."""
+        x = rng.standard_normal(shape, dtype=np.float32)
+        if coef <= 0:
+            return x
+        x[0] /= math.sqrt(1 - coef * coef)  # start in the stationary distribution
+        return lfilter(np.array([math.sqrt(1 - coef * coef)], dtype=np.float32),
+                       np.array([1.0, -coef], dtype=np.float32), x, axis=0)
+
+    def _sample_length_s(self, rng: np.random.Generator, duration: float) -> float:
+        t = self.config.timing
+        median = t.action_median_s if t.action_median_s is not None else t.action_median_frac * duration
+        lo, hi = t.action_range_s
+        return float(np.clip(median * math.exp(t.action_sigma * rng.standard_normal()), lo,
+                             min(hi, 0.95 * duration)))
+
+    def _place(self, rng: np.random.Generator, length: float, duration: float,
+               taken: list[tuple[float, float]]) -> tuple[float, float] | None:
+        gap = self.config.timing.min_gap_s
+        for _ in range(20):
+            s = float(rng.uniform(0.0, duration - length))
+            e = s + length
+            if all(e + gap <= a or s >= b + gap for a, b in taken):
+                return s, e
+        return None
+
+    def _coverage(self, s: float, e: float, T: int, fps: float) -> np.ndarray:
+        """Fraction of each snippet's frame window inside [s, e] seconds, ``[T]``."""
+        g = self.grid
+        lo = np.arange(T) * g.feature_stride / fps
+        hi = lo + g.num_frames / fps
+        return np.clip(np.minimum(hi, e) - np.maximum(lo, s), 0, None) * fps / g.num_frames
+
+    def generate(self, subset: str, index: int) -> dict[str, Any]:
+        """One video: ``{"video_id", "subset", "duration", "fps", "feats" float32 [T, D],
+        "annotations": [{"segment": [s, e], "label"}]}`` (ground truth, seconds)."""
+        cfg, g = self.config, self.grid
+        if subset not in _SUBSET_CODE:
+            raise ValueError(f"unknown subset {subset!r}; choose from {sorted(_SUBSET_CODE)}")
+        rng = self._rng(subset, index)
+        D, fps = cfg.feat_dim, g.fps
+        T = int(rng.integers(cfg.snippets_range[0], cfg.snippets_range[1] + 1))
+        duration = ((T - 1) * g.feature_stride + g.num_frames) / fps
+        pool = self._base_idx if subset == "train" else self._all_idx
+        probs = {"train": cfg.train_classes_per_video, "web": cfg.web_classes_per_video,
+                 "test": cfg.test_classes_per_video}[subset]
+        n_cls = min(1 + int(rng.choice(len(probs), p=np.asarray(probs) / sum(probs))), len(pool))
+        video_classes = rng.choice(pool, size=n_cls, replace=False)
+
+        # scene context
+        proto = (self.class_scene[video_classes[0]] if rng.random() < cfg.scene_class_affinity
+                 else int(rng.integers(cfg.num_scenes)))
+        scene = cfg.scene_norm * _unit(0.8 * self.scene_protos[proto] + 0.6 * _unit(rng.standard_normal(D)))
+        strength = math.exp(rng.uniform(math.log(cfg.signal_range[0]), math.log(cfg.signal_range[1])))
+
+        # action instances: at least one per chosen class, then Poisson extras
+        taken: list[tuple[float, float]] = []
+        instances: list[tuple[int, float, float]] = []
+        for c in video_classes:
+            for _ in range(1 + int(rng.poisson(cfg.timing.extra_instances))):
+                seg = self._place(rng, self._sample_length_s(rng, duration), duration, taken)
+                if seg is None:
+                    break
+                taken.append(seg)
+                instances.append((int(c), *seg))
+        instances.sort(key=lambda x: x[1])
+
+        a = np.zeros(T, dtype=np.float32)
+        act = np.zeros((T, D), dtype=np.float32)
+        jitter = 1.0 + cfg.amplitude_jitter * self._smooth(rng, (T,), 0.9)
+        class_var = {int(c): _unit(rng.standard_normal(D)) for c in video_classes}
+        for c, s, e in instances:
+            cov = self._coverage(s, e, T, fps)
+            u = _unit(0.8 * class_var[c] + 0.6 * _unit(rng.standard_normal(D)))
+            direction = _unit(self.prototypes[c] + cfg.instance_variation * u)
+            idx = np.nonzero(cov)[0]
+            act[idx] += cov[idx, None] * direction
+            a[idx] += cov[idx]
+        a = np.clip(a, 0.0, 1.0)
+        act *= (strength * jitter)[:, None]
+
+        # structured background: smooth switching between a few background activities
+        n_types = min(cfg.background_types_per_video, cfg.num_background_types)
+        types = self.background_types[rng.choice(cfg.num_background_types, size=n_types, replace=False)]
+        weights = np.exp(2.0 * self._smooth(rng, (T, n_types), 0.97))
+        bg = (weights / weights.sum(1, keepdims=True)) @ types
+        bg_strength = math.exp(rng.uniform(math.log(cfg.signal_range[0]), math.log(cfg.signal_range[1])))
+        bg = (bg_strength * _unit(bg)).astype(np.float32)
+        n_dis = int(rng.poisson(cfg.distractors_per_minute * duration / 60.0))
+        for _ in range(n_dis):
+            length = min(self._sample_length_s(rng, duration) * 0.5, 0.5 * duration)
+            s = float(rng.uniform(0, duration - length))
+            cov = self._coverage(s, s + length, T, fps)
+            c = int(rng.integers(len(self.classes)))
+            w = strength * float(rng.uniform(*cfg.distractor_strength))
+            bg += (cov * w)[:, None] * self.prototypes[c]
+
+        noise = self._smooth(rng, (T, D), cfg.noise_smoothness) * (cfg.noise_norm / math.sqrt(D))
+        # act already carries the coverage weights a_t: a_t * A_t == act
+        noise += (self.modality_gap + scene).astype(np.float32)
+        noise += act
+        noise += (1.0 - a)[:, None] * bg
+        feats = noise
+        anns = [{"segment": [round(s, 4), round(e, 4)], "label": self.classes[c]} for c, s, e in instances]
+        return {"video_id": self.video_id(subset, index), "subset": subset, "duration": duration,
+                "fps": fps, "feats": np.ascontiguousarray(feats, dtype=np.float32), "annotations": anns}
+
+    def iter_videos(self, subset: str, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """Videos ``start..stop-1`` of a subset (default stop: the configured count), one at a time."""
+        if stop is None:
+            stop = {"train": self.config.num_train, "web": self.config.num_web,
+                    "test": self.config.num_test}[subset]
+        for i in range(start, stop):
+            yield self.generate(subset, i)
+
+    def iter_web_videos(self, start: int, stop: int) -> Iterator[dict[str, Any]]:
+        """Web videos ``start..stop-1`` (any range, beyond ``num_web`` too); each is generated
+        on its own, so shards are reproducible independently."""
+        return self.iter_videos("web", start, stop)
+
+    # ----------------------------------------------------------------- writing
+    def describe(self) -> dict[str, Any]:
+        g = self.grid
+        return {"format_version": FORMAT_VERSION, "fps": g.fps, "feature_stride": g.feature_stride,
+                "num_frames": g.num_frames, "feat_dim": self.config.feat_dim,
+                "vocabulary": self.config.vocabulary, "classes": self.classes, "base": self.base,
+                "novel": self.novel, "counts": {"train": self.config.num_train,
+                                                "web": self.config.num_web, "test": self.config.num_test},
+                "files": {"features": "features", "annotations": "annotations.json",
+                          "web": "web.json", "web_gt": "web_gt.json", "vocab": "vocab.npz"},
+                "config": self.config.to_dict()}
+
+    def _write_video(self, root: str, subset: str, index: int, db: dict, gt_db: dict | None) -> None:
+        vid = self.video_id(subset, index)
+        path = feature_path(os.path.join(root, "features"), vid)
+        if os.path.exists(path):  # resumable: atomic writes leave only complete files
+            v = self._header_only(subset, index)
+        else:
+            v = self.generate(subset, index)
+            atomic_save_npy(path, v["feats"])
+        entry = {"subset": subset, "duration": v["duration"], "fps": v["fps"]}
+        db[vid] = {**entry, "annotations": [] if subset == "web" else v["annotations"]}
+        if gt_db is not None:
+            gt_db[vid] = {**entry, "annotations": v["annotations"]}
+
+    def _header_only(self, subset: str, index: int) -> dict[str, Any]:
+        # annotations are cheap to regenerate, but they come from the same RNG stream as the
+        # features, so the whole video is regenerated and only the metadata kept
+        v = self.generate(subset, index)
+        v.pop("feats")
+        return v
+
+    def is_complete(self, root: str | os.PathLike) -> bool:
+        path = os.path.join(os.fspath(root), "world.json")
+        if not os.path.exists(path):
+            return False
+        meta = read_json(path)
+        if meta.get("config") != self.config.to_dict():
+            raise ValueError(f"{path}: a different synthetic world is already written there")
+        return True
+
+    def write(self, root: str | os.PathLike, progress: bool = False) -> str:
+        """Write the world under ``root`` (see the module docstring); returns ``root``.
+
+        Skips everything if ``root/world.json`` matches this config; resumes an interrupted write
+        (finished feature files are kept). A different world already at ``root`` is an error.
+        """
+        root = os.fspath(root)
+        if self.is_complete(root):
+            return root
+        os.makedirs(os.path.join(root, "features"), exist_ok=True)
+        save_embeddings(os.path.join(root, "vocab.npz"), self.classes, self.text_embeddings)
+        ranges = [("train", self.config.num_train), ("test", self.config.num_test),
+                  ("web", self.config.num_web)]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=sum(n for _, n in ranges), desc="synthetic world", unit="video")
+        ann_db: dict[str, Any] = {}
+        web_db: dict[str, Any] = {}
+        web_gt: dict[str, Any] = {}
+        for subset, n in ranges:
+            for i in range(n):
+                if subset == "web":
+                    self._write_video(root, subset, i, web_db, web_gt)
+                else:
+                    self._write_video(root, subset, i, ann_db, None)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        write_annotations(os.path.join(root, "annotations.json"), ann_db)
+        write_annotations(os.path.join(root, "web.json"), web_db)
+        write_annotations(os.path.join(root, "web_gt.json"), web_gt)
+        atomic_write_json(os.path.join(root, "world.json"), self.describe(), indent=1)
+        return root
+
+
+def ensure_world(root: str | os.PathLike, config: SyntheticConfig | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Write the world at ``root`` unless already complete; return its ``world.json`` content."""
+    world = SyntheticWorld(config)
+    world.write(root, progress=progress)
+    return read_json(os.path.join(os.fspath(root), "world.json"))

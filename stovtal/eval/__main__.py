@@ -1,0 +1,112 @@
+"""``python -m stovtal.eval``: score a prediction file against ground truth.
+
+    python -m stovtal.eval --gt gt.json --pred pred.json [--subset validation]
+        [--tiou 0.3:0.7:0.1] [--split kinetics --dataset thumos14 [--split-seed 0]
+        [--pred-base pb.json] [--pred-novel pn.json]] [--localization] [--out result.json]
+
+Without ``--split``: detection mAP per tIoU. With ``--split``: the open-vocabulary breakdown
+(GZSL from ``--pred``, CB from ``--pred-base``, CN from ``--pred-novel``). ``--localization``
+adds the class-agnostic metrics of ``--pred``. The printed table and ``--out`` JSON hold the
+same numbers (fractions in [0, 1]; the table shows percentages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from stovtal.data.formats import DataError, load_annotations, load_predictions
+from stovtal.data.splits import SPLIT_DATASETS, SPLIT_KINDS, class_split
+from stovtal.utils.fileio import atomic_write_json
+
+from .detection import detection_map
+from .openvocab import open_vocab_breakdown
+from .proposals import localization_metrics
+
+
+def parse_tious(text: str) -> list[float]:
+    """``"0.3:0.7:0.1"`` (inclusive range) or ``"0.3,0.5,0.7"``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            return [round(float(x), 6) for x in np.arange(start, stop + step / 2, step)]
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--tiou: expected start:stop:step or a comma list, got {text!r}") from None
+
+
+def _row(name: str, res: dict[str, Any] | None, key: str = "mAP", avg: str = "average_mAP") -> str:
+    if res is None:
+        return f"{name:<12}" + "  (not evaluated)"
+    vals = res[key]
+    cells = "".join(f"{'-' if v is None else f'{100 * v:.2f}':>8}" for v in vals)
+    a = res[avg]
+    return f"{name:<12}{cells}{'-' if a is None else f'{100 * a:.2f}':>9}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m stovtal.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", required=True, help="annotation JSON")
+    p.add_argument("--pred", required=True, help="prediction JSON (full vocabulary)")
+    p.add_argument("--subset", default=None, help="evaluate videos of this subset only")
+    p.add_argument("--tiou", default="0.3:0.7:0.1")
+    p.add_argument("--split", default=None, choices=SPLIT_KINDS)
+    p.add_argument("--dataset", default=None, choices=SPLIT_DATASETS)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--pred-base", default=None, help="predictions with the base vocabulary (CB)")
+    p.add_argument("--pred-novel", default=None, help="predictions with the novel vocabulary (CN)")
+    p.add_argument("--localization", action="store_true", help="add class-agnostic metrics")
+    p.add_argument("--out", default=None, help="write the result dict as JSON")
+    args = p.parse_args(argv)
+    try:
+        tious = parse_tious(args.tiou)
+        gt = load_annotations(args.gt, subset=args.subset)
+        if not gt["database"]:
+            raise ValueError(f"{args.gt}: no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
+        pred = load_predictions(args.pred)
+        head = f"{'':<12}" + "".join(f"{t:>8.2f}" for t in tious) + f"{'avg':>9}"
+        result: dict[str, Any] = {"tiou_thresholds": tious}
+        if args.split:
+            if not args.dataset:
+                raise ValueError("--split needs --dataset")
+            split = class_split(args.dataset, args.split, args.split_seed)
+            pb = load_predictions(args.pred_base) if args.pred_base else None
+            pn = load_predictions(args.pred_novel) if args.pred_novel else None
+            res = open_vocab_breakdown(gt, tious, split.base, split.novel, gzsl=pred, cb=pb, cn=pn)
+            result.update(res, split=split.to_dict())
+            print(f"videos: {res['partition']}")
+            print(head)
+            print(_row("CB", res["CB"]))
+            print(_row("CN", res["CN"]))
+            print(_row("GZSL", res["GZSL"]))
+            if res["GZSL"] is not None:
+                print(_row("GZSL base", res["GZSL"], "base_mAP", "average_base_mAP"))
+                print(_row("GZSL novel", res["GZSL"], "novel_mAP", "average_novel_mAP"))
+                print(_row("GZSL HM", res["GZSL"], "harmonic_mAP", "average_harmonic_mAP"))
+        else:
+            res = detection_map(gt, pred, tious)
+            result.update(res)
+            print(head)
+            print(_row("mAP", res))
+        if args.localization:
+            loc = localization_metrics(gt, pred)
+            result["localization"] = loc
+            print("localization: " + ", ".join(
+                f"{k} {100 * v:.2f}" for k, v in loc.items() if k.startswith(("recall", "AR"))))
+            print(f"class-agnostic average mAP (0.5:0.95): {100 * loc['class_agnostic_average_mAP']:.2f}")
+        if args.out:
+            atomic_write_json(args.out, result, indent=1)
+    except (ValueError, FileNotFoundError, OSError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

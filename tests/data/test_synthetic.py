@@ -1,0 +1,234 @@
+"""The synthetic world: determinism, subsets, statistics, writing/resuming, and the dataset
+reading it back."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from stovtal.data import VideoFeatureDataset, collate_videos, load_annotations, load_embeddings
+from stovtal.data.synthetic import SyntheticConfig, SyntheticWorld
+
+SMALL = SyntheticConfig(seed=3, feat_dim=64, num_train=6, num_web=5, num_test=8,
+                        snippets_range=(40, 90), web_shard_size=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return SyntheticWorld(SMALL)
+
+
+@pytest.fixture(scope="module")
+def root(world, tmp_path_factory):
+    path = tmp_path_factory.mktemp("world")
+    world.write(path)
+    return path
+
+
+def test_deterministic_and_index_addressable(world):
+    a, b = world.generate("web", 4), SyntheticWorld(SMALL).generate("web", 4)
+    assert np.array_equal(a["feats"], b["feats"]) and a["annotations"] == b["annotations"]
+    streamed = list(world.iter_web_videos(3, 5))
+    assert [v["video_id"] for v in streamed] == ["web_0000003", "web_0000004"]
+    assert np.array_equal(streamed[1]["feats"], a["feats"])
+    other = SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "seed": 4,
+                                              "snippets_range": (40, 90)})).generate("web", 4)
+    assert not np.array_equal(other["feats"][:10], a["feats"][:10])
+    # any index, far beyond num_web
+    assert world.generate("web", 10**6)["feats"].shape[1] == 64
+
+
+def test_subsets_use_the_right_classes(world):
+    base, novel = set(world.base), set(world.novel)
+    train_labels = {a["label"] for v in world.iter_videos("train", 0, 30) for a in v["annotations"]}
+    test_labels = {a["label"] for v in world.iter_videos("test", 0, 60) for a in v["annotations"]}
+    assert train_labels <= base
+    assert test_labels & novel and test_labels & base
+
+
+def test_video_statistics(world):
+    g = world.grid
+    for v in world.iter_videos("test", 0, 20):
+        T = v["feats"].shape[0]
+        assert 40 <= T <= 90 and v["feats"].dtype == np.float32 and np.isfinite(v["feats"]).all()
+        assert v["duration"] == pytest.approx(((T - 1) * g.feature_stride + g.num_frames) / g.fps)
+        segs = sorted(a["segment"] for a in v["annotations"])
+        assert segs, "every labelled video has at least one action"
+        for (s, e), nxt in zip(segs, segs[1:] + [None], strict=True):
+            assert 0 <= s < e <= v["duration"]
+            if nxt is not None:
+                assert e <= nxt[0]
+    one = SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "snippets_range": (40, 90),
+                                            "test_classes_per_video": (1.0,)}))
+    assert all(len({a["label"] for a in v["annotations"]}) == 1 for v in one.iter_videos("test", 0, 20))
+
+
+def test_action_snippets_carry_their_class_signal():
+    """In the default 512-d world, snippets of an action of class c are closer to c's text
+    embedding than the background snippets of the same video are, and a snippet's nearest
+    text embedding is its class far above chance (the signal every method relies on)."""
+    world = SyntheticWorld(SyntheticConfig(seed=1))
+    E = world.text_embeddings
+    own, bg, correct, total = [], [], 0, 0
+    for v in world.iter_videos("test", 0, 20):
+        f = v["feats"] / np.linalg.norm(v["feats"], axis=1, keepdims=True)
+        centres = world.grid.centres(len(f))
+        label = np.full(len(f), -1)
+        for a in v["annotations"]:
+            label[(centres >= a["segment"][0]) & (centres <= a["segment"][1])] = world.classes.index(a["label"])
+        sims = f @ E.T
+        fg = label >= 0
+        for c in set(label[fg].tolist()):
+            own.append(sims[label == c, c].mean())
+            bg.append(sims[~fg, c].mean() if (~fg).any() else np.nan)
+        correct += int((sims[fg].argmax(1) == label[fg]).sum())
+        total += int(fg.sum())
+    own, bg = np.array(own), np.array(bg)
+    ok = ~np.isnan(bg)
+    assert (own[ok] > bg[ok]).mean() > 0.9
+    assert correct / total > 3.0 / len(world.classes)
+
+
+def test_written_world_files(world, root):
+    meta = json.loads((root / "world.json").read_text())
+    assert (meta["fps"], meta["feature_stride"], meta["num_frames"], meta["feat_dim"]) == (30.0, 4, 16, 64)
+    assert meta["base"] == world.base and meta["novel"] == world.novel
+    names, emb = load_embeddings(root / "vocab.npz")
+    assert names == world.classes and emb.shape == (20, 64)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    ann = load_annotations(root / "annotations.json", classes=world.classes)["database"]
+    assert sum(v["subset"] == "train" for v in ann.values()) == 6
+    assert sum(v["subset"] == "test" for v in ann.values()) == 8
+    web = load_annotations(root / "web.json")["database"]
+    web_gt = load_annotations(root / "web_gt.json")["database"]
+    assert len(web) == 5 and all(not v["annotations"] for v in web.values())
+    assert all(web_gt[v]["annotations"] for v in web)
+    assert len(os.listdir(root / "features")) == 19
+
+
+def test_write_skips_complete_world_and_resumes(world, root, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("regenerated a complete world")
+
+    monkeypatch.setattr(SyntheticWorld, "generate", boom)
+    world.write(root)  # complete: nothing regenerated
+    monkeypatch.undo()
+    # an interrupted write: no world.json, some feature files missing
+    import shutil
+    part = tmp_path / "part"
+    shutil.copytree(root, part)
+    os.remove(part / "world.json")
+    os.remove(part / "features" / "test_0000002.npy")
+    world.write(part)
+    assert np.array_equal(np.load(part / "features" / "test_0000002.npy"),
+                          np.load(root / "features" / "test_0000002.npy"))
+    assert (part / "annotations.json").read_text() == (root / "annotations.json").read_text()
+    with pytest.raises(ValueError, match="different synthetic world"):
+        SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "seed": 9, "snippets_range": (40, 90)})).write(root)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="profile"):
+        SyntheticConfig(profile="medium")
+    with pytest.raises(ValueError, match="sum"):
+        SyntheticConfig(test_classes_per_video=(0.5, 0.2))
+    with pytest.raises(ValueError, match="unknown"):
+        SyntheticConfig.from_dict({"bogus": 1})
+    assert SyntheticConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_long_profile_activitynet(tmp_path):
+    w = SyntheticWorld(SyntheticConfig(vocabulary="activitynet13", profile="long", feat_dim=32,
+                                       snippets_range=(60, 80)))
+    v = w.generate("test", 0)
+    fracs = [(a["segment"][1] - a["segment"][0]) / v["duration"] for a in v["annotations"]]
+    assert w.grid.feature_stride == 16 and max(fracs) > 0.1
+    assert len(w.base) + len(w.novel) == 200
+
+
+def test_dataset_reads_world_back(world, root):
+    meta = json.loads((root / "world.json").read_text())
+    ds = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                             subset="test", feat_dim=64)
+    assert len(ds) == 8
+    item = ds[3]
+    raw = np.load(root / "features" / f"{item['video_id']}.npy")
+    assert item["feats"].shape == (64, raw.shape[0]) and item["feats"].dtype == torch.float32
+    assert torch.equal(item["feats"], torch.from_numpy(raw).T)
+    gt = load_annotations(root / "annotations.json")["database"][item["video_id"]]["annotations"]
+    secs = ds.to_seconds(item["segments"].double(), item)
+    assert np.allclose(secs.numpy(), [a["segment"] for a in gt], atol=1e-4)
+    assert item["labels"].tolist() == [world.classes.index(a["label"]) for a in gt]
+    assert (item["fps"], item["feat_stride"], item["feat_num_frames"]) == (meta["fps"], 4, 16)
+
+    batch = collate_videos([ds[i] for i in range(4)])
+    lengths = [ds[i]["feats"].shape[1] for i in range(4)]
+    assert batch["feats"].shape == (4, 64, max(lengths))
+    assert batch["masks"].sum(1).tolist() == lengths
+    for i, n in enumerate(lengths):
+        assert torch.all(batch["feats"][i, :, n:] == 0)
+    assert batch["video_id"] == [ds[i]["video_id"] for i in range(4)]
+    assert collate_videos([ds[0]], pad_to_multiple=32)["feats"].shape[-1] % 32 == 0
+
+
+def test_training_crop(world, root):
+    g = torch.Generator().manual_seed(0)
+    ds = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                             subset="train", max_seq_len=16, training=True, generator=g)
+    full = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                               subset="train")
+    for i in range(len(ds)):
+        item, ref = ds[i], full[i]
+        o = item["offset_snippets"]
+        assert item["feats"].shape[1] == 16 and torch.equal(item["feats"], ref["feats"][:, o:o + 16])
+        assert item["offset_frames"] == 4 * o
+        if len(item["segments"]):
+            assert item["segments"].min() >= 0 and item["segments"].max() <= 16
+            # every kept (clipped) segment lies inside one of the full video's segments
+            shifted = item["segments"] + o
+            inside = (shifted[:, None, 0] >= ref["segments"][None, :, 0] - 1e-4) & \
+                     (shifted[:, None, 1] <= ref["segments"][None, :, 1] + 1e-4)
+            assert inside.any(1).all()
+
+
+def test_dataset_uses_mmap(world, root, monkeypatch):
+    import stovtal.data.formats as formats
+
+    modes = []
+    real = np.load
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("mmap_mode"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(formats.np, "load", spy)
+    ds = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                             subset="test")
+    ds[0]
+    assert modes and all(m == "r" for m in modes)
+
+
+def test_dataset_bad_inputs(world, root, tmp_path):
+    import shutil
+    feats = tmp_path / "features"
+    shutil.copytree(root / "features", feats)
+    os.remove(feats / "test_0000001.npy")
+    np.save(feats / "test_0000002.npy", np.full((50, 64), np.nan, np.float32))
+    with pytest.raises(FileNotFoundError, match="test_0000001.*test_0000001.npy"):
+        VideoFeatureDataset(root / "annotations.json", feats, world.classes, world.grid, subset="test")
+    with pytest.warns(UserWarning, match="test_0000001.*skipped"):
+        ds = VideoFeatureDataset(root / "annotations.json", feats, world.classes, world.grid,
+                                 subset="test", on_error="skip")
+    assert len(ds) == 7
+    with pytest.raises(ValueError, match="test_0000002.*NaN"):
+        ds[ds.video_ids.index("test_0000002")]
+    with pytest.raises(ValueError, match="dim 64 != expected 32"):
+        VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                            subset="test", feat_dim=32)
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        VideoFeatureDataset(root / "annotations.json", root / "features", world.base, world.grid,
+                            subset="test")
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_videos([])

@@ -1,0 +1,142 @@
+"""Detection mAP: hand-computed cases and an independent loop reference."""
+
+import random
+
+import numpy as np
+import pytest
+
+from stovtal.data import DataError
+from stovtal.eval import detection_map
+from stovtal.eval.reference import detection_map_reference
+
+
+def gt(**videos):
+    return {"database": {v: {"subset": "test", "duration": 100.0,
+                             "annotations": [{"segment": list(s), "label": c} for s, c in anns]}
+                         for v, anns in videos.items()}}
+
+
+def pred(**videos):
+    return {"results": {v: [{"segment": list(s), "label": c, "score": p} for s, c, p in ps]
+                        for v, ps in videos.items()}}
+
+
+def test_perfect_and_threshold_dependence():
+    g = gt(v=[((10, 20), "a")])
+    assert detection_map(g, pred(v=[((10, 20), "a", 0.9)]), [0.5, 0.95])["mAP"] == [1.0, 1.0]
+    # IoU of [10, 20] and [12, 20] is 0.8
+    r = detection_map(g, pred(v=[((12, 20), "a", 0.9)]), [0.5, 0.8, 0.9])
+    assert r["mAP"] == [1.0, 1.0, 0.0] and r["average_mAP"] == pytest.approx(2 / 3)
+
+
+def test_duplicates_and_ordering():
+    g = gt(v=[((10, 20), "a")])
+    # a duplicate below the true positive does not hurt: precision [1, 1/2], recall [1, 1]
+    assert detection_map(g, pred(v=[((10, 20), "a", 0.9), ((10, 20), "a", 0.8)]), [0.5])["mAP"] == [1.0]
+    # a false positive ranked first: precision [0, 1/2], recall [0, 1] -> AP 0.5
+    r = detection_map(g, pred(v=[((50, 60), "a", 0.9), ((10, 20), "a", 0.8)]), [0.5])
+    assert r["mAP"] == [0.5]
+
+
+def test_ties_keep_file_order():
+    g = gt(v=[((10, 20), "a")])
+    fp_first = pred(v=[((50, 60), "a", 0.5), ((10, 20), "a", 0.5)])
+    tp_first = pred(v=[((10, 20), "a", 0.5), ((50, 60), "a", 0.5)])
+    assert detection_map(g, fp_first, [0.5])["mAP"] == [0.5]
+    assert detection_map(g, tp_first, [0.5])["mAP"] == [1.0]
+
+
+def test_interpolated_precision():
+    g = gt(v=[((10, 20), "a"), ((40, 50), "a")])
+    p = pred(v=[((10, 20), "a", 0.9), ((70, 80), "a", 0.8), ((40, 50), "a", 0.7)])
+    # precision [1, 1/2, 2/3], recall [1/2, 1/2, 1]: AP = 1/2 * 1 + 1/2 * 2/3
+    assert detection_map(g, p, [0.5])["mAP"][0] == pytest.approx(0.5 + 1 / 3)
+
+
+def test_greedy_matching_takes_highest_iou_unmatched():
+    g = gt(v=[((0, 10), "a"), ((8, 20), "a")])
+    # first prediction overlaps both; IoU 0.6 with [8, 20] and 0.25 with [0, 10]
+    p = pred(v=[((8, 18), "a", 0.9), ((0, 10), "a", 0.8)])
+    assert detection_map(g, p, [0.5])["mAP"] == [1.0]
+    # at 0.2 too: the first takes [8, 20] (higher IoU), the second still finds [0, 10]
+    assert detection_map(g, p, [0.2])["mAP"] == [1.0]
+
+
+def test_videos_without_ground_truth_and_unknown_videos():
+    g = gt(v=[((10, 20), "a")], empty=[])
+    # a prediction on a ground-truth video without annotations is a false positive
+    r = detection_map(g, pred(empty=[((10, 20), "a", 0.9)], v=[((10, 20), "a", 0.5)]), [0.5])
+    assert r["mAP"] == [0.5]
+    # a prediction on a video outside the ground truth is ignored and counted
+    r = detection_map(g, pred(other=[((10, 20), "a", 0.9)], v=[((10, 20), "a", 0.5)]), [0.5])
+    assert r["mAP"] == [1.0] and r["ignored_predictions"] == 1
+
+
+def test_empty_predictions_and_missing_classes():
+    g = gt(v=[((10, 20), "a"), ((30, 40), "b")])
+    r = detection_map(g, {"results": {}}, [0.3, 0.5])
+    assert r["mAP"] == [0.0, 0.0] and set(r["per_class"]) == {"a", "b"}
+    r = detection_map(g, pred(v=[((10, 20), "a", 0.9)]), [0.5], classes=["a", "b", "c"])
+    assert r["per_class"] == {"a": [1.0], "b": [0.0]} and r["mAP"] == [0.5]
+    assert r["classes"] == ["a", "b"] and r["num_gt"] == {"a": 1, "b": 1}
+
+
+def test_bad_inputs():
+    g = gt(v=[((10, 20), "a")])
+    with pytest.raises(DataError, match="not in the vocabulary"):
+        detection_map(g, pred(v=[((10, 20), "z", 0.9)]), [0.5], classes=["a"])
+    with pytest.raises(DataError, match="score"):
+        detection_map(g, pred(v=[((10, 20), "a", float("nan"))]), [0.5])
+    with pytest.raises(ValueError, match="tiou"):
+        detection_map(g, pred(), [1.5])
+    with pytest.raises(ValueError, match="tiou"):
+        detection_map(g, pred(), [])
+    with pytest.raises(ValueError, match="no annotations"):
+        detection_map(gt(v=[]), pred(), [0.5])
+    with pytest.raises(DataError, match="database"):
+        detection_map({"v": {}}, pred(), [0.5])
+
+
+def _random_case(rng: random.Random):
+    classes = ["a", "b", "c", "d"][: rng.randint(1, 4)]
+    db, res = {}, {}
+    for v in range(rng.randint(1, 8)):
+        anns = []
+        for _ in range(rng.randint(0, 6)):
+            s = round(rng.uniform(0, 90), rng.choice([0, 3]))
+            anns.append(((s, s + rng.choice([1.0, 2.5, rng.uniform(0.1, 10)])), rng.choice(classes)))
+        preds = []
+        for _ in range(rng.randint(0, 15)):
+            if anns and rng.random() < 0.5:  # near a ground truth (or an exact copy)
+                (s, e), c = rng.choice(anns)
+                d = 0 if rng.random() < 0.3 else rng.uniform(-2, 2)
+                seg = (s + d, max(s + d, e + rng.uniform(-2, 2)))
+                c = c if rng.random() < 0.8 else rng.choice(classes)
+            else:
+                s = rng.uniform(0, 90)
+                seg, c = (s, s + rng.uniform(0, 10)), rng.choice(classes)
+            preds.append((seg, c, rng.choice([0.5, 0.25, round(rng.random(), 2)])))  # many ties
+        db[f"v{v}"], res[f"v{v}"] = anns, preds
+    res["not_in_gt"] = [((1, 2), classes[0], 0.99)]
+    return gt(**db), pred(**res)
+
+
+def test_matches_loop_reference_on_random_cases():
+    rng = random.Random(1234)
+    checked = 0
+    thresholds = [0.1, 0.3, 0.5, 0.7, 0.95]
+    while checked < 150:
+        g, p = _random_case(rng)
+        if not any(v["annotations"] for v in g["database"].values()):
+            continue
+        ours = detection_map(g, p, thresholds)
+        ref = detection_map_reference(g, p, thresholds)
+        assert np.allclose(ours["mAP"], ref["mAP"], atol=1e-12)
+        for c, aps in ref["per_class"].items():
+            assert np.allclose(ours["per_class"][c], aps, atol=1e-12)
+        checked += 1
+
+
+def test_reference_interpolation_hand_case():
+    from stovtal.eval.reference import interpolated_ap
+    assert interpolated_ap([1.0, 0.5, 2 / 3], [0.5, 0.5, 1.0]) == pytest.approx(0.5 + 1 / 3)
