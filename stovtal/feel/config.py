@@ -136,7 +136,9 @@ class FeelConfig:
     seed: int = 0
     iterations: int = 4
     device: str = "cpu"
-    num_threads: int = 0  # 0: torch's default
+    # intra-op CPU threads; CoLA's small convs gain little from more, and on a shared machine
+    # spinning OpenMP workers cost far more than they bring (0: torch's default)
+    num_threads: int = 1
     workdir: str = "runs/feel"
     tiou_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     progress: bool = True
