@@ -1,0 +1,114 @@
+"""Run-level helpers shared by the CLIs: config <-> checkpoint, base-class training set,
+test-set evaluation (class-agnostic mAP + CB / CN / GZSL)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from stovtal.models.localizer import ActionLocalizer
+
+from .builders import (
+    DataSpec,
+    build_classifier,
+    build_dataset,
+    build_loader,
+    build_localizer,
+    build_vocabulary,
+    class_agnostic_map,
+    evaluate_open_vocab,
+    subset_database,
+)
+from .checkpoint import load_checkpoint
+from .inference import predict_segments
+
+__all__ = [
+    "base_training_annotations",
+    "config_to_dict",
+    "evaluate_on_test",
+    "format_results_table",
+    "load_localizer",
+]
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a :class:`stovtal.config.Config` (stored in checkpoints)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
+    """Annotations of the training subset restricted to videos whose actions are all base
+    classes (videos with a novel action are dropped, so novel actions never act as background)."""
+    from stovtal.utils.fileio import read_json
+
+    db = read_json(spec.annotation_file)["database"]
+    base = set(spec.base)
+    keep = {
+        vid: info for vid, info in db.items()
+        if info.get("subset") == spec.train_subset and info.get("annotations")
+        and all(a["label"] in base for a in info["annotations"])
+    }
+    if not keep:
+        raise ValueError(
+            f"{spec.annotation_file}: no video of subset {spec.train_subset!r} has only base-class actions"
+        )
+    return {"database": keep}
+
+
+def load_localizer(cfg: Any, spec: DataSpec, ckpt_path: str, which: str = "ema",
+                   device: torch.device | str = "cpu") -> ActionLocalizer:
+    """The localizer of a checkpoint: its EMA weights (``which="ema"``) or the raw model's."""
+    state = load_checkpoint(ckpt_path, device)
+    model = build_localizer(cfg, spec)
+    weights = state["ema"]["module"] if which == "ema" else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"{ckpt_path}: weights do not fit the configured model ({exc})") from None
+    return model.to(device).eval()
+
+
+def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress: bool = True,
+                     subset: str | None = None) -> dict[str, Any]:
+    """Class-agnostic mAP and CB / CN / GZSL mAP of ``model`` on the test subset."""
+    subset = spec.test_subset if subset is None else subset
+    dataset = build_dataset(spec, subset)
+    loader = build_loader(dataset, cfg.data.batch_size_eval, cfg.train.num_workers)
+    classifier = build_classifier(cfg, spec)
+    vocab = build_vocabulary(cfg, spec)
+    t0 = time.time()
+    proposals = predict_segments(model, loader, classifier=classifier, progress=progress, desc=f"infer {subset}")
+    db = subset_database(spec, subset)
+    db = {vid: info for vid, info in db.items() if vid in proposals}
+    tious = list(cfg.data.tiou_thresholds)
+    out = evaluate_open_vocab(proposals, classifier, vocab, db, spec.base, spec.novel, tious)
+    out["class_agnostic"] = class_agnostic_map(proposals, db, tious)
+    out["summary"]["class_agnostic"] = out["class_agnostic"]["average_mAP"]
+    out["inference_time_s"] = time.time() - t0
+    out["num_videos"] = len(proposals)
+    return out
+
+
+def format_results_table(results: dict[str, Any], tious: list[float]) -> str:
+    """Rows: settings; columns: mAP (%) per tIoU and the average."""
+    rows: list[tuple[str, list[float], float]] = []
+    for key in ("CB", "CN", "GZSL"):
+        r = results.get(key)
+        if r is not None:
+            rows.append((key, r["mAP"], r["average_mAP"]))
+    g = results.get("GZSL")
+    if g is not None:
+        for key, per, avg in (("GZSL base", "base_mAP", "average_base_mAP"), ("GZSL novel", "novel_mAP", "average_novel_mAP")):
+            if g.get(avg) is not None:
+                rows.append((key, g[per], g[avg]))
+    if results.get("class_agnostic") is not None:
+        r = results["class_agnostic"]
+        rows.append(("class-agnostic", r["mAP"], r["average_mAP"]))
+    head = "mAP (%)        " + " ".join(f"{t:>6.2f}" for t in tious) + "    avg"
+    lines = [head, "-" * len(head)]
+    for name, per, avg in rows:
+        lines.append(f"{name:<15}" + " ".join(f"{100 * x:6.2f}" for x in per) + f" {100 * avg:6.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""``python -m stovtal.infer``: open-vocabulary detection with a trained localizer.
+
+The vocabulary is an input: pass any class names the text encoder knows
+(``--classes`` or ``--vocab-file``); default: base + novel classes of the config.
+
+    python -m stovtal.infer --ckpt runs/base/best.pt --out pred.json
+    python -m stovtal.infer --ckpt best.pt --out pred.json --classes "Diving,High Jump" --eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from stovtal.config import load_config
+from stovtal.engine import classify_segments, load_checkpoint, predict_segments, resolve_device
+from stovtal.engine.builders import (
+    build_classifier,
+    build_dataset,
+    build_loader,
+    build_vocabulary,
+    resolve_data,
+    subset_database,
+)
+from stovtal.engine.run import evaluate_on_test, format_results_table, load_localizer
+from stovtal.utils.fileio import atomic_write_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m stovtal.infer",
+        description="Detect actions of any vocabulary in a subset's videos; writes ActivityNet-format "
+        "predictions. The run configuration comes from the checkpoint unless --config is given.",
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint from python -m stovtal.train (best.pt / last.pt)")
+    p.add_argument("--out", required=True, help="predictions JSON to write")
+    p.add_argument("--config", default=None, help="YAML or shipped config name (default: the checkpoint's)")
+    p.add_argument("--subset", default=None, help="subset to run on (default: the config's test subset; '' = all)")
+    p.add_argument("--classes", default=None, help="comma-separated class names (the vocabulary to detect)")
+    p.add_argument("--vocab-file", default=None, help="text file with one class name per line")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use")
+    p.add_argument("--eval", action="store_true",
+                   help="also print CB / CN / GZSL mAP of the config's split on the subset (needs ground truth)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p
+
+
+def _vocab_names(args: argparse.Namespace, default: list[str]) -> list[str]:
+    if args.classes and args.vocab_file:
+        raise ValueError("give either --classes or --vocab-file, not both")
+    if args.classes:
+        names = [n.strip() for n in args.classes.split(",") if n.strip()]
+    elif args.vocab_file:
+        if not os.path.isfile(args.vocab_file):
+            raise FileNotFoundError(f"{args.vocab_file}: vocabulary file not found")
+        with open(args.vocab_file, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    else:
+        names = list(default)
+    if not names:
+        raise ValueError("the vocabulary is empty")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    state = load_checkpoint(args.ckpt)
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    else:
+        if "config" not in state:
+            raise ValueError(f"{args.ckpt}: the checkpoint carries no config; pass --config")
+        from omegaconf import OmegaConf
+
+        import stovtal.config as C
+
+        cfg = load_config(None, None)
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), state["config"], OmegaConf.from_dotlist(args.overrides))
+        cfg = OmegaConf.to_object(merged)
+        assert isinstance(cfg, C.Config)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(args.device)
+    spec = resolve_data(cfg.data)
+    subset = spec.test_subset if args.subset is None else args.subset
+    model = load_localizer(cfg, spec, args.ckpt, args.weights, device)
+    names = _vocab_names(args, spec.classes)
+    vocab = build_vocabulary(cfg, spec, names)
+    classifier = build_classifier(cfg, spec)
+    loader = build_loader(build_dataset(spec, subset), cfg.data.batch_size_eval, cfg.train.num_workers)
+    proposals = predict_segments(model, loader, classifier=classifier, progress=True, desc=f"infer {subset or 'all'}")
+    preds = classify_segments(proposals, classifier, vocab)
+    atomic_write_json(args.out, preds)
+    n = sum(len(v) for v in preds["results"].values())
+    print(f"wrote {n} detections of {len(names)} classes for {len(proposals)} videos to {args.out}", file=sys.stderr)
+    if args.eval:
+        db = subset_database(spec, subset)
+        if not any(info.get("annotations") for info in db.values()):
+            raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
+        results = evaluate_on_test(cfg, spec, model, subset=subset)
+        print(format_results_table(results, list(cfg.data.tiou_thresholds)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,405 @@
+"""The stages of ``python -m stovtal.selftrain`` and the pipeline that chains them.
+
+Work directory layout (every file written atomically)::
+
+    DIR/config.yaml                      the resolved configuration of the last run
+    DIR/world[-webN]/                    the synthetic world (if data.synthetic)
+    DIR/base/                            trainer checkpoints; model.pt = exported EMA weights
+    DIR/pseudo/n<N>/                     shards/ + pseudo_labels.json (N unlabelled videos)
+    DIR/retrain/n<N>/                    trainer checkpoints; teacher.pt = exported teacher
+    DIR/eval/<model>.json                CB / CN / GZSL mAP of "base" and "selftrained-n<N>"
+    DIR/report.md, DIR/plots/*.png, DIR/results.json
+
+Each stage is skipped when its output exists; ``stage.json`` next to it holds a fingerprint of
+the inputs, and reusing a directory made with a different configuration is an error (instead of
+silently mixing results). A killed ``base`` or ``retrain`` resumes from its ``last.pt``; a killed
+``pseudolabel`` from its shard manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from stovtal.utils.fileio import atomic_write_json, read_json
+
+from .config import ConfigError, SelfTrainConfig, fingerprint
+from .filtering import nested_subset
+
+__all__ = ["STAGES", "Context", "make_context", "run_pipeline", "run_stage"]
+
+STAGES = ("base", "pseudolabel", "retrain", "eval", "report")
+STAGE_FILE = "stage.json"
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """Resolved data of a run (paths filled in, annotation files parsed)."""
+
+    grid: Any  # stovtal.data.FeatureGrid
+    feat_dim: int
+    feature_dir: str
+    unlabelled_feature_dir: str
+    annotations: dict[str, Any]  # database
+    train_subset: str
+    test_subset: str
+    unlabelled: dict[str, Any]  # database of the unlabelled videos
+    unlabelled_gt: dict[str, Any] | None  # for analysis only
+    vocab_names: list[str]
+    vocab_embeddings: Any  # float32 [K, E]
+    base: list[str]
+    novel: list[str]
+    logit_scale: float
+    max_seq_len: int
+    source: dict[str, Any] = field(default_factory=dict)  # what the data is (for fingerprints)
+
+
+def world_dir(workdir: str, world_cfg: Any) -> str:
+    """``DIR/world``, or ``DIR/world-webN`` when the web set was enlarged (``--scale``)."""
+    from stovtal.data.synthetic import SyntheticConfig
+
+    return os.path.join(workdir, "world" if world_cfg.num_web == SyntheticConfig().num_web
+                        else f"world-web{world_cfg.num_web}")
+
+
+def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None]) -> Data:
+    """Generate/reuse the synthetic world or read the user's files."""
+    from stovtal.data import FeatureGrid
+    from stovtal.data.formats import load_annotations
+    from stovtal.data.vocab import load_embeddings
+
+    d = cfg.data
+    if d.synthetic:
+        from stovtal.data.synthetic import SyntheticConfig, ensure_world
+
+        world = dict(d.world)
+        need = max([*cfg.scale, cfg.pseudo.num_videos or 0])
+        wcfg = SyntheticConfig.from_dict(world)
+        if need > wcfg.num_web:
+            wcfg = SyntheticConfig.from_dict({**wcfg.to_dict(), "num_web": need})
+        root = world_dir(workdir, wcfg)
+        log(f"synthetic world in {root}")
+        meta = ensure_world(root, wcfg, progress=cfg.progress)
+        files = meta["files"]
+        grid = FeatureGrid(float(meta["fps"]), int(meta["feature_stride"]), int(meta["num_frames"]))
+        names, emb = load_embeddings(os.path.join(root, files["vocab"]))
+        feat_dir = os.path.join(root, files["features"])
+        world_id = {k: v for k, v in wcfg.to_dict().items() if k not in ("num_web", "web_shard_size")}
+        return Data(
+            grid=grid, feat_dim=int(meta["feat_dim"]), feature_dir=feat_dir, unlabelled_feature_dir=feat_dir,
+            annotations=load_annotations(os.path.join(root, files["annotations"]))["database"],
+            train_subset="train", test_subset="test",
+            unlabelled=load_annotations(os.path.join(root, files["web"]))["database"],
+            unlabelled_gt=load_annotations(os.path.join(root, files["web_gt"]))["database"],
+            vocab_names=list(names), vocab_embeddings=emb, base=list(meta["base"]), novel=list(meta["novel"]),
+            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+            source={"synthetic": world_id},
+        )
+    names, emb = load_embeddings(d.vocab)
+    missing = sorted(set(d.base_classes + d.novel_classes) - set(names))
+    if missing:
+        raise ConfigError(f"data.base_classes/novel_classes: not in the vocabulary {d.vocab}: {missing[:10]}")
+    ann = load_annotations(d.annotations)["database"]
+    unl = load_annotations(d.unlabelled, subset=d.unlabelled_subset)["database"]
+    gt = load_annotations(d.unlabelled_gt)["database"] if d.unlabelled_gt else None
+    return Data(
+        grid=FeatureGrid(d.fps, d.feature_stride, d.num_frames), feat_dim=d.feat_dim,
+        feature_dir=d.feature_dir, unlabelled_feature_dir=d.unlabelled_feature_dir or d.feature_dir,
+        annotations=ann, train_subset=d.train_subset, test_subset=d.test_subset, unlabelled=unl,
+        unlabelled_gt=gt, vocab_names=list(names), vocab_embeddings=emb, base=list(d.base_classes),
+        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+        source={"annotations": os.path.abspath(d.annotations), "unlabelled": os.path.abspath(d.unlabelled),
+                "feature_dir": os.path.abspath(d.feature_dir)},
+    )
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    cfg: SelfTrainConfig
+    workdir: str
+    data: Data
+    device: torch.device
+    log: Callable[[str], None] = print
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+    # -- the sizes of the runs --------------------------------------------------------------
+    def scales(self) -> list[int]:
+        """Numbers of unlabelled videos of the self-training runs (the default one last)."""
+        pool = len(self.data.unlabelled)
+        if self.cfg.scale:
+            bad = [n for n in self.cfg.scale if n > pool]
+            if bad:
+                raise ConfigError(f"scale: {bad} > the {pool} unlabelled videos available")
+            return sorted(self.cfg.scale)
+        n = self.cfg.pseudo.num_videos
+        if n is not None and n > pool:
+            raise ConfigError(f"pseudo.num_videos: {n} > the {pool} unlabelled videos available")
+        return [pool if n is None else n]
+
+    def default_scale(self) -> int:
+        return self.scales()[-1]
+
+    def unlabelled_ids(self, n: int) -> list[str]:
+        return nested_subset(self.data.unlabelled, n, self.cfg.pseudo.subset_seed)
+
+    # -- fingerprints ---------------------------------------------------------------------
+    def fp_base(self) -> str:
+        c = self.cfg
+        return fingerprint({"data": self.data.source, "model": c.model, "train": c.train, "seed": c.seed,
+                            "max_seq_len": c.data.max_seq_len})
+
+    def fp_pseudo(self, n: int) -> str:
+        p = dataclasses.asdict(self.cfg.pseudo)
+        for k in ("num_workers", "num_videos", "shard_size"):
+            p.pop(k)
+        return fingerprint({"base": self.fp_base(), "pseudo": p, "n": n, "unl": self.data.source})
+
+    def fp_retrain(self, n: int) -> str:
+        return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": dataclasses.asdict(self.cfg.retrain)})
+
+    def fp_eval(self) -> str:
+        return fingerprint({"eval": dataclasses.asdict(self.cfg.eval), "data": self.data.source})
+
+    # -- builders -------------------------------------------------------------------------
+    def localizer_config(self):
+        from stovtal.models import LocalizerConfig
+
+        return LocalizerConfig(**{"input_dim": self.data.feat_dim, **self.cfg.model})
+
+    def train_config(self, retrain: bool = False):
+        from stovtal.engine import TrainConfig
+
+        over = {**self.cfg.train, **(self.cfg.retrain.train if retrain else {})}
+        return TrainConfig(**{"seed": self.cfg.seed, "device": self.cfg.device, "progress": self.cfg.progress,
+                              **over})
+
+    def new_model(self):
+        from stovtal.models import ActionLocalizer
+
+        return ActionLocalizer(self.localizer_config())
+
+    def load_model(self, path: str):
+        from stovtal.engine import load_checkpoint
+
+        state = load_checkpoint(path)
+        model = self.new_model()
+        model.load_state_dict(state["model"])
+        return model.to(self.device).eval()
+
+    def labelled_dataset(self):
+        from stovtal.data import VideoFeatureDataset
+
+        from .teacher import AGNOSTIC, class_agnostic
+
+        db = class_agnostic(self.data.annotations, self.data.train_subset)
+        if not db["database"]:
+            raise ConfigError(f"no labelled videos of subset {self.data.train_subset!r}")
+        return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
+                                   feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
+                                   training=True, require_annotations=True)
+
+    def unlabelled_set(self):
+        from .pseudolabel import UnlabelledSet
+
+        return UnlabelledSet(self.data.unlabelled, self.data.unlabelled_feature_dir, self.data.grid,
+                             self.data.feat_dim)
+
+
+def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
+    from stovtal.engine import resolve_device
+
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    data = resolve_data(cfg, workdir, log)
+    if cfg.data.synthetic is False:
+        cfg.data.feat_dim = data.feat_dim
+    return Context(cfg, workdir, data, resolve_device(cfg.device), log)
+
+
+# --------------------------------------------------------------------------- stage bookkeeping
+
+
+def _done(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
+    """True if ``out`` exists and was made with fingerprint ``fp`` (error if another)."""
+    rec_path = os.path.join(stage_dir, STAGE_FILE)
+    if os.path.exists(rec_path):
+        rec = read_json(rec_path)
+        if rec.get("fingerprint") != fp:
+            raise ConfigError(
+                f"{stage_dir}: {what} was made with a different configuration "
+                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
+                f"{stage_dir} to redo it"
+            )
+    else:
+        os.makedirs(stage_dir, exist_ok=True)
+        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    if os.path.exists(out):
+        ctx.log(f"[{what}] output exists, skipped: {out}")
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_base(ctx: Context) -> str:
+    """Train the class-agnostic localizer on the labelled (base-class) videos; export EMA weights."""
+    from stovtal.data import collate_videos
+    from stovtal.engine import Trainer, save_checkpoint
+
+    out_dir = ctx.path("base")
+    out = os.path.join(out_dir, "model.pt")
+    if _done(ctx, out, out_dir, ctx.fp_base(), "base"):
+        return out
+    tcfg = ctx.train_config()
+    from stovtal.engine import seed_everything
+
+    seed_everything(tcfg.seed)
+    model = ctx.new_model()
+    trainer = Trainer(model, ctx.labelled_dataset(), tcfg, out_dir, collate_fn=collate_videos, log=ctx.log)
+    t0 = time.time()
+    trainer.fit(resume=True)
+    save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
+                          "localizer": dataclasses.asdict(ctx.localizer_config()),
+                          "seconds": time.time() - t0})
+    return out
+
+
+def stage_pseudolabel(ctx: Context, n: int) -> str:
+    """Pseudo-label ``n`` unlabelled videos with the base model's EMA weights."""
+    from .pseudolabel import PSEUDO_FILE, pseudo_label
+
+    out_dir = ctx.path("pseudo", f"n{n}")
+    out = os.path.join(out_dir, PSEUDO_FILE)
+    if _done(ctx, out, out_dir, ctx.fp_pseudo(n), f"pseudolabel n={n}"):
+        return out
+    model = ctx.load_model(_require(ctx.path("base", "model.pt"), "base"))
+    db = pseudo_label(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.cfg.pseudo,
+                      device=ctx.device, progress=ctx.cfg.progress, desc=f"pseudo-label n={n}")
+    if db is None:
+        raise RuntimeError(f"{out_dir}: shards of other workers are still pending")
+    ctx.log(f"[pseudolabel n={n}] {db['info']['num_pseudo_labels']} pseudo-labels on {db['info']['num_videos']} videos")
+    return out
+
+
+def stage_retrain(ctx: Context, n: int) -> str:
+    """Mean Teacher retraining on labelled + pseudo-labelled videos; export the teacher."""
+    from stovtal.data import VideoFeatureDataset
+    from stovtal.engine import load_checkpoint, save_checkpoint, seed_everything
+
+    from .pseudolabel import pseudo_label
+    from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
+
+    out_dir = ctx.path("retrain", f"n{n}")
+    out = os.path.join(out_dir, "teacher.pt")
+    if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
+        return out
+    base_state = load_checkpoint(_require(ctx.path("base", "model.pt"), "base"))["model"]
+    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
+    r = ctx.cfg.retrain
+    tcfg = ctx.train_config(retrain=True)
+    seed_everything(tcfg.seed)
+    student = ctx.new_model()
+    if r.student_init == "base":
+        student.load_state_dict(base_state)
+    d = ctx.data
+
+    def make(db: Mapping[str, Any]):
+        return VideoFeatureDataset({"database": dict(db)}, d.unlabelled_feature_dir, [AGNOSTIC], d.grid,
+                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, training=True)
+
+    def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
+        return pseudo_label(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
+                            os.path.join(out_dir, f"refresh-e{epoch:04d}"), ctx.cfg.pseudo,
+                            device=ctx.device, progress=ctx.cfg.progress, desc=f"refresh e{epoch}")
+
+    pseudo = PseudoLabelledSet(make, pl["database"])
+    trainer = make_trainer(student, base_state, ctx.labelled_dataset(), pseudo, tcfg, out_dir,
+                           teacher_decay=r.teacher_decay, consistency_weight=r.consistency_weight,
+                           refresh_every=r.refresh_every, refresh=refresh, log=ctx.log)
+    t0 = time.time()
+    trainer.fit(resume=True)
+    save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
+                          "localizer": dataclasses.asdict(ctx.localizer_config()),
+                          "seconds": time.time() - t0})
+    return out
+
+
+def _require(path: str, stage: str) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run the {stage!r} stage first "
+                                f"(python -m stovtal.selftrain --stage {stage.split()[0]})")
+    return path
+
+
+def stage_eval(ctx: Context) -> dict[str, str]:
+    """CB / CN / GZSL mAP of the base model and of every self-trained teacher."""
+    from .evaluation import evaluate_model
+
+    out_dir = ctx.path("eval")
+    fp = ctx.fp_eval()
+    models = {"base": (ctx.path("base", "model.pt"), "base", ctx.fp_base())}
+    for n in ctx.scales():
+        models[f"selftrained-n{n}"] = (ctx.path("retrain", f"n{n}", "teacher.pt"), f"retrain n={n}",
+                                       ctx.fp_retrain(n))
+    outs = {}
+    for name, (ckpt, stage, model_fp) in models.items():
+        out = os.path.join(out_dir, f"{name}.json")
+        outs[name] = out
+        if _done(ctx, out, os.path.join(out_dir, name), fingerprint([fp, model_fp]), f"eval {name}"):
+            continue
+        model = ctx.load_model(_require(ckpt, stage))
+        res = evaluate_model(model, ctx, desc=f"eval {name}")
+        atomic_write_json(out, res, indent=1)
+        ctx.log(f"[eval {name}] " + ", ".join(f"{k} {100 * res[k]['average_mAP']:.2f}" for k in ("CB", "CN", "GZSL")))
+    return outs
+
+
+def stage_report(ctx: Context) -> str:
+    from .report import write_report
+
+    out = ctx.path("report.md")
+    if os.path.exists(out) and os.path.exists(ctx.path("results.json")):
+        ctx.log(f"[report] output exists, skipped: {out}")
+        return out
+    return write_report(ctx)
+
+
+def run_stage(ctx: Context, stage: str) -> None:
+    if stage == "base":
+        stage_base(ctx)
+    elif stage == "pseudolabel":
+        for n in ctx.scales():
+            stage_pseudolabel(ctx, n)
+    elif stage == "retrain":
+        for n in ctx.scales():
+            stage_retrain(ctx, n)
+    elif stage == "eval":
+        stage_eval(ctx)
+    elif stage == "report":
+        stage_report(ctx)
+    else:
+        raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
+
+
+def run_pipeline(ctx: Context, stages: tuple[str, ...] = STAGES) -> None:
+    for stage in stages:
+        t0 = time.time()
+        run_stage(ctx, stage)
+        ctx.log(f"[{stage}] done in {time.time() - t0:.1f} s")

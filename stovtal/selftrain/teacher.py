@@ -1,0 +1,178 @@
+"""Mean Teacher retraining of the class-agnostic localizer.
+
+Training set: the labelled videos (labels made class-agnostic) plus the pseudo-labelled ones.
+The student is trained by gradient descent (from scratch by default, as the authors do, or from
+the base model); the teacher is an exponential moving average of the student,
+``teacher = d * teacher + (1 - d) * student`` after every step (d = 0.999), initialised from the
+base model's EMA weights. The teacher is what is evaluated and exported.
+
+Beyond the authors' code:
+
+- a consistency loss (``consistency_weight``): mean squared difference between the student's and
+  the teacher's sigmoid actionness at every valid pyramid position of the pseudo-labelled videos
+  of a batch (the student sees them with its dropout / drop-path active, the teacher in eval);
+- online self-training (``refresh_every`` = R): every R epochs the teacher pseudo-labels the
+  unlabelled videos again (sharded and resumable like the first pass, one directory per refresh)
+  and the pseudo-labelled part of the training set switches to the new labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
+
+__all__ = [
+    "ConsistencyLoss",
+    "PseudoLabelledSet",
+    "SourceTagged",
+    "actionness_consistency",
+    "class_agnostic",
+    "make_trainer",
+    "teacher_update_reference",
+]
+
+AGNOSTIC = "action"
+
+
+def class_agnostic(database: Mapping[str, Any], subset: str | None = None) -> dict[str, Any]:
+    """An annotation database with every label replaced by ``"action"`` (optionally one subset)."""
+    out = {}
+    for vid, info in database.items():
+        if subset is not None and info.get("subset") != subset:
+            continue
+        anns = [{**a, "label": AGNOSTIC} for a in info.get("annotations", [])]
+        out[vid] = {**info, "annotations": anns}
+    return {"database": out}
+
+
+class SourceTagged(Dataset):
+    """Adds ``"pseudo": bool`` to every item of ``dataset`` (True = pseudo-labelled video)."""
+
+    def __init__(self, dataset: Dataset, pseudo: bool):
+        self.dataset = dataset
+        self.pseudo = pseudo
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "pseudo": self.pseudo}
+
+
+class PseudoLabelledSet(Dataset):
+    """The pseudo-labelled videos; :meth:`set_labels` swaps in refreshed pseudo-labels.
+
+    ``make(database)`` builds the underlying ``VideoFeatureDataset``. The video list must stay
+    the same across refreshes (the trainer's epoch length depends on it).
+    """
+
+    def __init__(self, make: Callable[[Mapping[str, Any]], Dataset], database: Mapping[str, Any]):
+        self.make = make
+        self.dataset = make(database)
+        self.video_ids = list(getattr(self.dataset, "video_ids", []))
+        self.version: Any = None
+
+    def set_labels(self, database: Mapping[str, Any], version: Any) -> None:
+        ds = self.make(database)
+        ids = list(getattr(ds, "video_ids", []))
+        if ids != self.video_ids:
+            raise ValueError("refreshed pseudo-labels cover different videos than the first pass")
+        self.dataset = ds
+        self.version = version
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "pseudo": True}
+
+
+def actionness_consistency(student: nn.Module, teacher: nn.Module, feats: torch.Tensor,
+                           masks: torch.Tensor) -> torch.Tensor:
+    """Mean over valid pyramid positions of ``(sigmoid(s) - sigmoid(t))^2`` (teacher detached)."""
+    out_s = student(feats, masks)
+    with torch.no_grad():
+        out_t = teacher(feats, masks)
+    num = feats.new_zeros(())
+    den = 0
+    for ls, lt, m in zip(out_s.logits, out_t.logits, out_s.masks, strict=True):
+        d = (torch.sigmoid(ls.float()) - torch.sigmoid(lt.float())) ** 2
+        num = num + (d * m).sum()
+        den += int(m.sum())
+    return num / max(den, 1)
+
+
+class ConsistencyLoss:
+    """``loss_fn`` of the trainer: the localizer loss plus ``weight`` x the teacher-student
+    actionness consistency on the pseudo-labelled videos of the batch."""
+
+    def __init__(self, teacher: Callable[[], nn.Module], weight: float):
+        self.teacher = teacher
+        self.weight = float(weight)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        from stovtal.engine import localizer_loss
+
+        losses = localizer_loss(model, batch)
+        if self.weight <= 0:
+            return losses
+        idx = [i for i, p in enumerate(batch.get("pseudo", [])) if p]
+        if not idx:
+            cons = losses["loss"].new_zeros(())
+        else:
+            sel = torch.tensor(idx, device=batch["feats"].device)
+            cons = actionness_consistency(model, self.teacher(), batch["feats"][sel], batch["masks"][sel])
+        return {**losses, "loss": losses["loss"] + self.weight * cons, "cons_loss": cons.detach()}
+
+
+def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], labelled: Dataset,
+                 pseudo: PseudoLabelledSet, train_cfg: Any, workdir: str | os.PathLike, *,
+                 teacher_decay: float = 0.999, consistency_weight: float = 0.0,
+                 refresh_every: int = 0, refresh: Callable[[nn.Module, int], Mapping[str, Any]] | None = None,
+                 log: Callable[[str], None] = print, extra_state: dict[str, Any] | None = None):
+    """A :class:`stovtal.engine.Trainer` for the Mean Teacher (see the module docstring).
+
+    Args:
+        student: the model to train (already initialised: from scratch or from the base model).
+        base_state: the teacher's initial weights (the base model's EMA weights).
+        labelled: class-agnostic labelled dataset; pseudo: the pseudo-labelled videos.
+        refresh: ``(teacher, epoch) -> pseudo-label database`` (used when ``refresh_every`` > 0;
+            must be idempotent: a resumed run calls it again for the last refresh epoch).
+    """
+    from stovtal.data import collate_videos
+    from stovtal.engine import ModelEMA, Trainer
+
+    if refresh_every > 0 and refresh is None:
+        raise ValueError("refresh_every > 0 needs a refresh function")
+    teacher = ModelEMA(student, decay=teacher_decay, warmup=False, init_state=dict(base_state))
+    train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
+
+    class MeanTeacherTrainer(Trainer):
+        def train_one_epoch(self) -> dict[str, float]:
+            if refresh_every > 0:
+                last = (self.epoch // refresh_every) * refresh_every
+                if last > 0 and pseudo.version != last:
+                    pseudo.set_labels(refresh(self.ema.module, last)["database"], last)
+                    self.model.train()
+            return super().train_one_epoch()
+
+    loss_fn = ConsistencyLoss(lambda: teacher.module, consistency_weight)
+    return MeanTeacherTrainer(student, train_set, train_cfg, workdir, collate_fn=collate_videos,
+                              loss_fn=loss_fn, ema=teacher, log=log, extra_state=extra_state)
+
+
+def teacher_update_reference(teacher: Mapping[str, torch.Tensor], student: Mapping[str, torch.Tensor],
+                             decay: float) -> dict[str, torch.Tensor]:
+    """``d * teacher + (1 - d) * student`` for float tensors, student's value otherwise (the rule
+    the teacher follows; used to check :class:`stovtal.engine.ModelEMA` in the tests)."""
+    out = {}
+    for k, t in teacher.items():
+        s = student[k]
+        out[k] = decay * t + (1 - decay) * s if t.is_floating_point() else s.clone()
+    return out
+

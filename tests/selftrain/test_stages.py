@@ -1,0 +1,142 @@
+"""Every stage on a tiny world, stage skipping, results.json schema, sharded resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytest.importorskip("stovtal.engine", reason="needs the models/extract branches")
+pytest.importorskip("stovtal.utils.shards", reason="needs the models/extract branches")
+
+from stovtal.selftrain.config import ConfigError, load_config
+from stovtal.selftrain.stages import make_context, run_stage
+from stovtal.utils.fileio import read_json
+
+from .conftest import PYTHON, TINY, subprocess_env
+
+
+def test_every_stage_wrote_its_outputs(tiny_run):
+    ctx, logs = tiny_run
+    n = ctx.default_scale()
+    assert n == 16
+    for rel in ("base/model.pt", "base/last.pt", f"pseudo/n{n}/pseudo_labels.json", f"retrain/n{n}/teacher.pt",
+                "eval/base.json", f"eval/selftrained-n{n}.json", "report.md", "results.json",
+                "plots/map.png", "plots/pseudo_labels.png", "plots/actionness_vs_tiou.png",
+                "plots/pseudo_pr.png", "plots/adaptive_vs_fixed.png"):
+        assert os.path.getsize(ctx.path(rel)) > 0, rel
+
+
+def test_results_schema(tiny_run):
+    ctx, _ = tiny_run
+    res = read_json(ctx.path("results.json"))
+    for model in ("base", "selftrained"):
+        assert set(res[model]) == {"CB", "CN", "GZSL"}
+        for s in ("CB", "CN", "GZSL"):
+            assert 0.0 <= res[model][s] <= 1.0
+            per = res["per_tiou"][model][s]
+            assert len(per) == len(res["tiou_thresholds"])
+            assert res[model][s] == pytest.approx(sum(per) / len(per))
+    q = res["pseudo_label_quality"]
+    assert q["num_videos"] == 16 and q["num_gt"] > 0
+    for row in q["fixed"]:
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+    recalls = [r["recall"] for r in q["fixed"]]  # a higher threshold never recalls more
+    assert recalls == sorted(recalls, reverse=True)
+    assert "CN" in open(ctx.path("report.md")).read()
+
+
+def test_pseudo_labels_respect_threshold_min_num_and_duration(tiny_run):
+    from stovtal.data.formats import load_pseudo_labels
+    from stovtal.selftrain.pseudolabel import load_candidates
+
+    ctx, _ = tiny_run
+    n = ctx.default_scale()
+    path = ctx.path("pseudo", f"n{n}", "pseudo_labels.json")
+    db = load_pseudo_labels(path)["database"]  # the shared format validates
+    cands = load_candidates(ctx.path("pseudo", f"n{n}"))
+    assert set(db) == set(cands) == set(ctx.unlabelled_ids(n))
+    thr = ctx.cfg.pseudo.threshold
+    for vid, info in db.items():
+        acts = [a["actionness"] for a in info["annotations"]]
+        assert len(acts) >= 1  # min_num
+        assert acts == sorted(acts, reverse=True)
+        passing = sum(a >= thr for a in cands[vid]["actionness"])
+        assert len(acts) == max(passing, 1)
+        for a in info["annotations"]:
+            s, e = a["segment"]
+            assert 0.0 <= s < e <= info["duration"]
+
+
+def test_rerun_skips_and_config_change_is_an_error(tiny_run):
+    ctx, _ = tiny_run
+    out = ctx.path("retrain", f"n{ctx.default_scale()}", "teacher.pt")
+    before = os.path.getmtime(out)
+    logs: list[str] = []
+    ctx2 = make_context(ctx.cfg, ctx.workdir, log=logs.append)
+    for stage in ("base", "pseudolabel", "retrain", "eval", "report"):
+        run_stage(ctx2, stage)
+    assert os.path.getmtime(out) == before
+    assert sum("skipped" in line for line in logs) >= 5
+    changed = load_config(None, [*TINY, "pseudo.threshold=0.5"])
+    ctx3 = make_context(changed, ctx.workdir, log=logs.append)
+    run_stage(ctx3, "base")  # the base model does not depend on the threshold
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_stage(ctx3, "pseudolabel")
+
+
+def test_stage_alone_needs_its_input(tmp_path):
+    cfg = load_config(None, TINY)
+    ctx = make_context(cfg, str(tmp_path), log=lambda s: None)
+    with pytest.raises(FileNotFoundError, match="run the 'base' stage first"):
+        run_stage(ctx, "pseudolabel")
+
+
+def _copy_without_pseudo(src: str, dst: str) -> None:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("pseudo", "retrain", "eval", "plots", "report.md",
+                                                            "results.json"))
+
+
+def test_pseudolabel_resume_after_sigkill(tiny_run, tmp_path):
+    """Kill the pseudolabel stage mid-way (a real subprocess, SIGKILL) and re-run it: the final
+    pseudo-labels equal those of an uninterrupted run, byte for byte."""
+    ctx, _ = tiny_run
+    n = ctx.default_scale()
+    # one video per shard, so that the kill lands between shards
+    extra = ["--stage", "pseudolabel", *TINY, "pseudo.shard_size=1", "pseudo.batch_size=1"]
+    uninterrupted = str(tmp_path / "uninterrupted")
+    _copy_without_pseudo(ctx.workdir, uninterrupted)
+    r = subprocess.run([PYTHON, "-m", "stovtal.selftrain", "--workdir", uninterrupted, *extra],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference = open(os.path.join(uninterrupted, "pseudo", f"n{n}", "pseudo_labels.json"), "rb").read()
+    work = str(tmp_path / "killed")
+    _copy_without_pseudo(ctx.workdir, work)
+    args = [PYTHON, "-m", "stovtal.selftrain", "--workdir", work, *extra]
+    shard_dir = os.path.join(work, "pseudo", f"n{n}", "shards")
+    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    killed_with = None
+    while time.time() < deadline and proc.poll() is None:
+        done = [f for f in os.listdir(shard_dir) if f.startswith("shard-")] if os.path.isdir(shard_dir) else []
+        if len(done) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            killed_with = len(done)
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert killed_with is not None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    final = os.path.join(work, "pseudo", f"n{n}", "pseudo_labels.json")
+    assert not os.path.exists(final)
+    records = [f for f in os.listdir(shard_dir) if f.startswith("shard-")]
+    assert 2 <= len(records) < n  # partial progress kept, work left
+    for r in records:  # a record implies a complete output
+        assert read_json(os.path.join(shard_dir, "outputs", r))
+    r = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert open(final, "rb").read() == reference
