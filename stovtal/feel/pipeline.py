@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from stovtal.engine.checkpoint import load_checkpoint, save_checkpoint
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
@@ -51,20 +52,6 @@ def _config_fingerprint(cfg: FeelConfig) -> dict[str, Any]:
 
 def _ckpt_path(workdir: str, it: int) -> str:
     return os.path.join(workdir, "ckpt", f"iter_{it}.pt")
-
-
-def _save_ckpt(path: str, obj: dict[str, Any]) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def _load_ckpt(path: str) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: checkpoint not found (state.json refers to it)") from None
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from None
 
 
 def _eval_tools():
@@ -220,7 +207,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
                              "config; use another --workdir (or delete it) to start over")
         records = state["records"]
         if records:
-            ck = _load_ckpt(_ckpt_path(workdir, len(records)))
+            ck = load_checkpoint(_ckpt_path(workdir, len(records)))
             model = build_model(cfg, ck["in_dim"], ck["num_classes"])
             model.load_state_dict(ck["model"])
             log(f"resuming after iteration {len(records)} from {workdir}")
@@ -254,7 +241,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
         if known.any():
             # analysis only: purity of the selected videos w.r.t. the hidden labels
             rec["nmi_selected"] = _nmi(nmi, true_idx, cc.labels, sel & known)
-        _save_ckpt(_ckpt_path(workdir, it), {
+        save_checkpoint(_ckpt_path(workdir, it), {
             "model": model.state_dict(), "in_dim": model.cfg.in_dim, "num_classes": k,
             "labels": cc.labels.cpu(), "confidence": cc.confidence.cpu(), "selected": sel.cpu(),
             "mapping": torch.tensor([mapping.get(c, -1) for c in range(k)]),
@@ -279,7 +266,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
                                "classes": data.classes, "num_clusters": k}
     naming = _naming_vocabulary(cfg, data)
     if naming is not None:
-        ck = _load_ckpt(_ckpt_path(workdir, len(records)))
+        ck = load_checkpoint(_ckpt_path(workdir, len(records)))
         named = _name_clusters(model, data, ck["labels"], *naming, device, cfg)
         for row in named:
             m = int(ck["mapping"][row["cluster"]])
