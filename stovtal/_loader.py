@@ -1,5 +1,11 @@
 """Locate and load the compiled operator library, exactly once.
 
+The library (``_C.so``) and the facts recorded when it was built
+(``_build_info.py``) are installed side by side in the package directory.
+When the package is imported from a source checkout that has no build of its
+own (e.g. ``python -m stovtal.selftrain`` run from the repository root after
+``pip install .``), the installed copy of the library is used instead.
+
 The library is built against one torch; loading it into another gives
 undefined symbols or silently wrong schemas. So the torch version recorded at
 build time is compared with the one imported now, and a mismatch raises an
@@ -8,11 +14,15 @@ ImportError that says how to rebuild.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+from types import ModuleType
 
 import torch
 
 _LIB_NAME = "_C.so"
+_INFO_NAME = "_build_info.py"
 _loaded_path: str | None = None
 
 REBUILD_HINT = (
@@ -22,20 +32,44 @@ REBUILD_HINT = (
 )
 
 
-def library_path() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), _LIB_NAME)
-
-
-def _build_info():
+def _candidate_dirs() -> list[str]:
+    dirs = [os.path.dirname(os.path.abspath(__file__))]
     try:
-        from . import _build_info
-    except ImportError as exc:  # pragma: no cover - only for broken installs
-        raise ImportError(
-            "stovtal's compiled operator library was not built (stovtal/_build_info.py is "
-            "missing). Install the package with pip rather than importing the source tree.\n"
-            + REBUILD_HINT
-        ) from exc
-    return _build_info
+        installed = importlib.metadata.distribution("stovtal").locate_file("stovtal")
+        dirs.append(os.path.abspath(str(installed)))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return dirs
+
+
+def _library_dir() -> str:
+    for d in _candidate_dirs():
+        if os.path.exists(os.path.join(d, _LIB_NAME)) and os.path.exists(os.path.join(d, _INFO_NAME)):
+            return d
+    raise ImportError(
+        "stovtal's compiled operator library was not found (looked for "
+        f"{_LIB_NAME} and {_INFO_NAME} in: {', '.join(_candidate_dirs())}).\n"
+        "Install the package with pip (which compiles it), or build it into the source tree "
+        "with tools/build_inplace.sh.\n" + REBUILD_HINT
+    )
+
+
+def library_path() -> str:
+    return os.path.join(_library_dir(), _LIB_NAME)
+
+
+_info_module: ModuleType | None = None
+
+
+def _build_info() -> ModuleType:
+    global _info_module
+    if _info_module is None:
+        path = os.path.join(_library_dir(), _INFO_NAME)
+        spec = importlib.util.spec_from_file_location("stovtal._build_info", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _info_module = module
+    return _info_module
 
 
 def check_torch_version() -> None:
@@ -54,8 +88,6 @@ def load_library() -> None:
         return
     check_torch_version()
     path = library_path()
-    if not os.path.exists(path):
-        raise ImportError(f"stovtal's operator library {path} is missing.\n" + REBUILD_HINT)
     try:
         torch.ops.load_library(path)
     except OSError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from stovtal.engine.adapter import AdapterTrainConfig
 from stovtal.engine.trainer import TrainConfig
 from stovtal.models.classifier import ClassifierConfig
 from stovtal.models.localizer import LocalizerConfig
@@ -96,13 +97,18 @@ class DataConfig:
 
 @dataclass
 class Config:
-    """A whole run: data, text encoder, localizer, classifier, optimisation, output directory."""
+    """A whole run: data, text encoder, localizer, classifier, optimisation, output directory.
+
+    ``adapter``: training of the optional classifier adapter, used only when
+    ``classifier.adapter=true`` (off by default: zero-shot classification).
+    """
 
     data: DataConfig = field(default_factory=lambda: DataConfig(synthetic=True))
     text: TextConfig = field(default_factory=TextConfig)
     model: LocalizerConfig = field(default_factory=LocalizerConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapter: AdapterTrainConfig = field(default_factory=AdapterTrainConfig)
     workdir: str = "runs/base"
     num_threads: int = 0
 

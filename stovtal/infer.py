@@ -5,6 +5,9 @@ The vocabulary is an input: pass any class names the text encoder knows
 
     python -m stovtal.infer --ckpt runs/base/best.pt --out pred.json
     python -m stovtal.infer --ckpt best.pt --out pred.json --classes "Diving,High Jump" --eval
+
+A checkpoint trained with ``classifier.adapter=true`` carries the classifier's base-class adapter,
+which is then used; ``classifier.adapter=false`` on the command line classifies zero-shot instead.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 
 from stovtal.config import load_config
 from stovtal.engine import classify_segments, load_checkpoint, predict_segments, resolve_device
+from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
-    build_classifier,
     build_dataset,
     build_loader,
     build_vocabulary,
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_localizer(cfg, spec, args.ckpt, args.weights, device)
     names = _vocab_names(args, spec.classes)
     vocab = build_vocabulary(cfg, spec, names)
-    classifier = build_classifier(cfg, spec)
+    classifier = classifier_from_checkpoint(cfg, spec, state, args.ckpt)
     loader = build_loader(build_dataset(spec, subset), cfg.data.batch_size_eval, cfg.train.num_workers)
     proposals = predict_segments(model, loader, classifier=classifier, progress=True, desc=f"infer {subset or 'all'}")
     preds = classify_segments(proposals, classifier, vocab)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         db = subset_database(spec, subset)
         if not any(info.get("annotations") for info in db.values()):
             raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
-        results = evaluate_on_test(cfg, spec, model, subset=subset)
+        results = evaluate_on_test(cfg, spec, model, subset=subset, classifier=classifier)
         print(format_results_table(results, list(cfg.data.tiou_thresholds)))
     return 0
 

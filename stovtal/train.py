@@ -1,11 +1,17 @@
 """``python -m stovtal.train``: train the class-agnostic localizer on base classes, then
 evaluate CB / CN / GZSL on the test subset with the EMA weights of the best checkpoint.
 
+With ``classifier.adapter=true`` the classifier's adapter is first fitted on the ground-truth
+segments of the labelled base-class videos (``stovtal.engine.adapter``; the localizer is not
+involved), stored in every checkpoint and used for the evaluation.
+
 Examples::
 
     python -m stovtal.train                                   # built-in synthetic world
     python -m stovtal.train --config thumos14 data.feature_dir=/data/th14/feats ...
     python -m stovtal.train --config synthetic train.epochs=5 --resume
+    python -m stovtal.train classifier.adapter=true             # + base-class classifier adapter
+    torchrun --nproc_per_node=2 -m stovtal.train ...   # DDP; train.batch_size is the global batch
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import torch
 
 from stovtal.config import load_config, to_yaml
 from stovtal.data import collate_videos
-from stovtal.engine import Trainer, predict_segments
+from stovtal.engine import Trainer, predict_segments, seed_everything
+from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import (
     build_dataset,
     build_loader,
@@ -60,18 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stovtal.engine import distributed as D
+
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    with D.distributed_session(cfg.train.device):
+        return _main(args, cfg, D.is_main_process())
+
+
+def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
+    from stovtal.engine import distributed as D
+
     if args.workdir:
         cfg.workdir = args.workdir
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     os.makedirs(cfg.workdir, exist_ok=True)
-    with open(os.path.join(cfg.workdir, "config.yaml"), "w", encoding="utf-8") as f:
-        f.write(to_yaml(cfg))
-    spec = resolve_data(cfg.data, progress=True)
+    if main_process:
+        with open(os.path.join(cfg.workdir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(to_yaml(cfg))
+    with D.main_process_first():  # rank 0 generates/reads the data first
+        spec = resolve_data(cfg.data, progress=main_process)
     train_set = build_dataset(spec, spec.train_subset, training=True, classes=spec.base,
                               annotations=base_training_annotations(spec))
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = build_localizer(cfg, spec)
     evaluate = None
     if spec.val_subset:
@@ -83,20 +102,32 @@ def main(argv: list[str] | None = None) -> int:
             r = class_agnostic_map(props, {v: val_db[v] for v in props}, list(cfg.data.tiou_thresholds))
             return {"score": r["average_mAP"], "class_agnostic_avg_mAP": r["average_mAP"]}
 
+    extra_state = {"config": config_to_dict(cfg)}
+    classifier, adapter_stats = None, None
+    if cfg.classifier.adapter:
+        # independent of the localizer (runs under its own seeded RNG, the same on every rank);
+        # stored in every checkpoint
+        classifier, adapter_stats = fit_adapter(
+            cfg, spec, log=(lambda s: print(s, file=sys.stderr)) if main_process else None)
+        extra_state["classifier"] = adapter_state(classifier, cfg, spec, adapter_stats)
+    if not main_process:
+        cfg.train.progress = False
     print(f"training on {len(train_set)} base-class videos, {sum(p.numel() for p in model.parameters())} parameters",
           file=sys.stderr)
     trainer = Trainer(model, train_set, cfg.train, cfg.workdir, collate_fn=collate_videos,
-                      evaluate=evaluate, extra_state={"config": config_to_dict(cfg)},
+                      evaluate=evaluate, extra_state=extra_state,
                       log=lambda s: print(s, file=sys.stderr))
     t0 = time.time()
     trainer.fit(resume=args.resume)
     train_time = time.time() - t0
     print(f"training time {train_time:.1f} s (this invocation)", file=sys.stderr)
-    if args.no_eval or not spec.test_subset:
+    if args.no_eval or not spec.test_subset or not main_process:  # rank 0 evaluates
         return 0
     best = load_localizer(cfg, spec, trainer.best_path, "ema", trainer.device)
-    results = evaluate_on_test(cfg, spec, best)
+    results = evaluate_on_test(cfg, spec, best, classifier=classifier)
     results["train_time_s"] = train_time
+    if adapter_stats is not None:
+        results["adapter"] = adapter_stats
     atomic_write_json(os.path.join(cfg.workdir, "eval.json"), results, indent=1)
     print(format_results_table(results, list(cfg.data.tiou_thresholds)))
     return 0

@@ -26,9 +26,7 @@ def test_load_library_is_idempotent():
 
 
 def test_torch_mismatch_gives_clear_import_error(monkeypatch):
-    from stovtal import _build_info
-
-    monkeypatch.setattr(_build_info, "TORCH_VERSION", "1.0.0+other")
+    monkeypatch.setattr(_loader._build_info(), "TORCH_VERSION", "1.0.0+other")
     with pytest.raises(ImportError, match=r"(?s)built against torch 1\.0\.0\+other.*pip install --no-build-isolation"):
         _loader.check_torch_version()
 

@@ -3,6 +3,8 @@
     python -m stovtal.data splits --dataset thumos14 [--kind kinetics|random75|random50] [--seed 0] [--json]
     python -m stovtal.data world --root DIR [--vocabulary thumos14] [--profile short] [--seed 0]
                                 [--num-train N --num-web N --num-test N --feat-dim D]
+    python -m stovtal.data web --root DIR --num-videos N [--shard i/n]
+        (adds web videos 0..N-1 to the world at DIR, in resumable shards; writes web-N.json)
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def _world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from .synthetic import SyntheticWorld
+
+    out = SyntheticWorld.from_root(args.root).write_web(args.root, args.num_videos, shard=args.shard,
+                                                        progress=not args.quiet)
+    if out is None:
+        print(f"this worker's web shards are written; other workers' shards are still missing "
+              f"(rerun any worker after they finish to write web-{args.num_videos}.json)")
+    else:
+        print(f"{args.num_videos} web videos: {out[0]} (hidden ground truth: {out[1]})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stovtal.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--feat-dim", type=int, default=None)
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_world)
+    b = sub.add_parser("web", help="add web videos 0..N-1 to a written synthetic world, in shards")
+    b.add_argument("--root", required=True, help="a written world (python -m stovtal.data world)")
+    b.add_argument("--num-videos", type=int, required=True)
+    b.add_argument("--shard", default=None, help="worker i of n ('i/n', 0-based): write every n-th shard")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=_web)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

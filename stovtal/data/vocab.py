@@ -25,6 +25,7 @@ __all__ = [
     "load_vocabulary",
     "natural_name",
     "load_embeddings",
+    "load_embedding_extras",
     "save_embeddings",
     "shipped_text_embeddings",
 ]
@@ -58,56 +59,87 @@ def load_vocabulary(name: str, strip: bool = True) -> list[str]:
     return [n.strip() for n in names] if strip else names
 
 
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def natural_name(name: str) -> str:
     """Class name as plain lower-case words: ``"CleanAndJerk" -> "clean and jerk"``,
-    ``"Playing guitarra" -> "playing guitarra"`` (THUMOS14 names are CamelCase)."""
-    return " ".join(_CAMEL.sub(" ", name.strip()).lower().split())
+    ``"Playing guitarra" -> "playing guitarra"``, ``"long_jump" -> "long jump"``
+    (THUMOS14 names are CamelCase)."""
+    return " ".join(_CAMEL.sub(" ", name.strip()).replace("_", " ").lower().split())
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Read a vocabulary embedding ``.npz``; returns (names ``[K]``, float32 ``[K, E]``).
 
-    Errors name the file: missing file, not an npz, missing keys, wrong shapes, duplicate
-    names, non-finite values.
+    Errors name the file: missing file, not an npz, missing keys, wrong shapes, empty,
+    duplicate names, non-finite values. Extra arrays (e.g. ``logit_scale``) are ignored;
+    :func:`load_embedding_extras` reads them.
     """
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "names" not in z or "embeddings" not in z:
-                raise ValueError(f"{path}: needs arrays 'names' and 'embeddings', has {sorted(z.files)}")
-            names = z["names"]
-            emb = z["embeddings"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: vocabulary embedding file not found") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    if names.ndim != 1 or names.dtype.kind not in "UO":
+    arrays = _read_npz(path)
+    missing = [k for k in ("names", "embeddings") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}: needs 'names' and "
+                         f"'embeddings', has {sorted(arrays)}")
+    names, emb = arrays["names"], arrays["embeddings"]
+    if names.ndim != 1 or names.dtype.kind not in "UOS":
         raise ValueError(f"{path}: 'names' must be a 1-D string array, got {names.dtype} {names.shape}")
-    if emb.ndim != 2 or emb.shape[0] != names.shape[0]:
-        raise ValueError(f"{path}: 'embeddings' must be [K, E] with K = len(names) = {len(names)}, "
-                         f"got {emb.shape}")
+    if emb.ndim != 2 or emb.shape[0] != names.shape[0] or emb.shape[0] == 0:
+        raise ValueError(f"{path}: 'embeddings' must be [K, E] with K = len(names) > 0: "
+                         f"{names.shape[0]} names but {emb.shape[0] if emb.ndim else 0} embedding "
+                         f"rows (shape {emb.shape})")
     if not np.issubdtype(emb.dtype, np.floating):
         raise ValueError(f"{path}: 'embeddings' must be floating point, got {emb.dtype}")
     emb = emb.astype(np.float32)
     if not np.isfinite(emb).all():
         raise ValueError(f"{path}: 'embeddings' contains NaN or Inf")
-    names_list = [str(n) for n in names]
+    names_list = [str(n) for n in names.tolist()]
     if len(set(names_list)) != len(names_list):
-        raise ValueError(f"{path}: duplicate class names")
+        seen: set[str] = set()
+        dups = [n for n in names_list if n in seen or seen.add(n)]
+        raise ValueError(f"{path}: duplicate class names {dups[:5]!r}")
     return names_list, emb
 
 
+def load_embedding_extras(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an embedding ``.npz`` other than ``names`` and ``embeddings``
+    (e.g. ``logit_scale``, ``templates``, checkpoint hash)."""
+    arrays = _read_npz(os.fspath(path))
+    return {k: v for k, v in arrays.items() if k not in ("names", "embeddings")}
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: vocabulary embedding file not found") from None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+
+
 def save_embeddings(path: str | os.PathLike, names: list[str], embeddings: np.ndarray,
-                    dtype: np.dtype | type = np.float32) -> None:
-    """Write a vocabulary embedding ``.npz`` atomically (``embeddings`` ``[K, E]``)."""
+                    dtype: np.dtype | type = np.float32, logit_scale: float | None = None,
+                    **meta: str) -> None:
+    """Write a vocabulary embedding ``.npz`` atomically: ``names``, ``embeddings`` ``[K, E]``,
+    optionally ``logit_scale`` and string metadata arrays."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names):
         raise ValueError(f"embeddings must be [K, E] with K = {len(names)}, got {embeddings.shape}")
+    arrays: dict[str, np.ndarray] = {
+        "names": np.asarray(names, dtype=str),
+        "embeddings": embeddings.astype(dtype),
+    }
+    if logit_scale is not None:
+        arrays["logit_scale"] = np.array(float(logit_scale), dtype=np.float32)
+    for key, value in meta.items():
+        arrays[key] = np.array(str(value))
     buf = io.BytesIO()
-    np.savez(buf, names=np.asarray(names, dtype=str), embeddings=embeddings.astype(dtype))
+    np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from stovtal.models.classifier import OpenVocabClassifier
 from stovtal.models.localizer import ActionLocalizer
 
 from .builders import (
@@ -72,12 +73,20 @@ def load_localizer(cfg: Any, spec: DataSpec, ckpt_path: str, which: str = "ema",
 
 
 def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress: bool = True,
-                     subset: str | None = None) -> dict[str, Any]:
-    """Class-agnostic mAP and CB / CN / GZSL mAP of ``model`` on the test subset."""
+                     subset: str | None = None, classifier: OpenVocabClassifier | None = None) -> dict[str, Any]:
+    """Class-agnostic mAP and CB / CN / GZSL mAP of ``model`` on the test subset.
+
+    ``classifier``: e.g. one with a trained adapter (``stovtal.engine.adapter``); default: the
+    configured classifier as built (zero-shot).
+    """
     subset = spec.test_subset if subset is None else subset
     dataset = build_dataset(spec, subset)
     loader = build_loader(dataset, cfg.data.batch_size_eval, cfg.train.num_workers)
-    classifier = build_classifier(cfg, spec)
+    if classifier is None:
+        if cfg.classifier.adapter:
+            raise ValueError("classifier.adapter=true: pass the classifier with its trained adapter "
+                             "(stovtal.engine.adapter.classifier_from_checkpoint)")
+        classifier = build_classifier(cfg, spec)
     vocab = build_vocabulary(cfg, spec)
     t0 = time.time()
     proposals = predict_segments(model, loader, classifier=classifier, progress=progress, desc=f"infer {subset}")

@@ -7,6 +7,19 @@ pluggable. It provides AdamW, linear warm-up + cosine schedule per iteration,
 gradient clipping, an EMA of the weights, AMP on CUDA, per-epoch deterministic
 seeding, atomic ``last.pt`` / ``best.pt`` checkpoints and an exact resume
 from ``last.pt``.
+
+Distributed (``torchrun``, see :mod:`stovtal.engine.distributed`): when a process group with
+world size W > 1 is initialised, the model is wrapped in ``DistributedDataParallel`` and every
+rank reads its share of each batch through a ``DistributedSampler``. ``batch_size`` is the
+**global** batch (it must be divisible by W; each rank takes ``batch_size / W`` videos per
+step), so the number of steps per epoch, the learning-rate schedule and the sampled global
+batches are the same as in a single process: rank r's part of step k is elements
+``r, r + W, ...`` of the single-process batch k. With a loss whose gradient is the mean of the
+ranks' gradients (the localizer's loss sums its positive count over ranks for that), the
+weights match a single-process run with the same global batch up to float rounding, as long as
+no randomness (drop-path, random crops) is involved: that is drawn per rank. Only rank 0
+logs and writes checkpoints; all ranks load ``last.pt`` to resume (shared file system), so a
+resume is exact for any world size that divides the batch.
 """
 
 from __future__ import annotations
@@ -24,7 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data.distributed import DistributedSampler
 
+from . import distributed as D
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .schedule import warmup_cosine
@@ -106,6 +121,45 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class _SharedPermutationSampler(DistributedSampler):
+    """``DistributedSampler`` over the permutation that a single process draws.
+
+    One process shuffles with ``DataLoader(RandomSampler(generator=g), generator=g)`` for
+    ``g`` seeded with the epoch seed; that loader first draws its base seed from ``g``, then the
+    sampler's permutation. Drawing the same here keeps single-process runs exactly as they
+    were while DDP ranks split the very same batches (checked by tests/distributed).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, drop_last: bool):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=0, drop_last=drop_last)
+        self.perm_seed = seed
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.perm_seed)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base seed
+        indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        if self.drop_last:
+            indices = indices[: self.total_size]
+        else:
+            pad = self.total_size - len(indices)
+            indices += (indices * math.ceil(pad / len(indices)))[:pad]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``: lets ``DistributedDataParallel`` see the
+    loss computation (which calls ``model.loss`` / ``model(...)``, not ``model.forward``)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.model, batch)
+
+
 class Trainer:
     """Train ``model`` on ``train_set``; checkpoints go to ``workdir``.
 
@@ -116,6 +170,9 @@ class Trainer:
         ema: the weight average to maintain; default ``ModelEMA(model, cfg.ema_decay, cfg.ema_warmup)``.
         evaluate: ``(ema_module) -> dict`` with a ``"score"`` entry (higher is better),
             called every ``cfg.eval_every`` epochs and after the last one; decides ``best.pt``.
+            Under DDP it is called on every rank (it may split its work with
+            :func:`stovtal.engine.distributed.rank_indices` / ``gather_dicts``); rank 0's
+            metrics are the ones used.
         extra_state: JSON-like dict stored in every checkpoint (e.g. the run config).
         log: a ``print``-like function.
     """
@@ -138,15 +195,28 @@ class Trainer:
             raise ValueError("the training set is empty")
         self.cfg = cfg
         self.workdir = os.fspath(workdir)
-        self.device = resolve_device(cfg.device)
+        self.rank, self.world_size = D.get_rank(), D.get_world_size()
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"train.batch_size ({cfg.batch_size}) is the global batch and must be divisible "
+                             f"by the number of processes ({self.world_size})")
+        self.device = D.local_device(resolve_device(cfg.device))
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
+        self.ddp: nn.Module | None = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP broadcasts rank 0's weights and buffers: all ranks start identical.
+            self.ddp = DistributedDataParallel(
+                _LossModule(self.model, loss_fn),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        self.log = log if self.rank == 0 else (lambda _: None)
         self.train_set = train_set
         self.collate_fn = collate_fn
         self.loss_fn = loss_fn
         self.evaluate = evaluate
         self.extra_state = extra_state or {}
-        self.log = log
         self.ema = ema if ema is not None else ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.ema.module.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
@@ -172,15 +242,24 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         gen = torch.Generator()
         gen.manual_seed(epoch_seed(self.cfg.seed, epoch))
+        drop = self._drop_last()
+        if self.world_size == 1:
+            sampler: Any = RandomSampler(self.train_set, generator=gen)
+        else:
+            # The single-process permutation, the same on every rank; rank r takes elements
+            # r, r+W, ... With drop_last the sampler keeps floor(n/W) per rank and the loader
+            # floor(floor(n/W) / (B/W)) = floor(n/B) steps: the single-process batches, split.
+            sampler = _SharedPermutationSampler(self.train_set, self.world_size, self.rank,
+                                                epoch_seed(self.cfg.seed, epoch), drop)
         return DataLoader(
             self.train_set,
-            batch_size=self.cfg.batch_size,
-            sampler=RandomSampler(self.train_set, generator=gen),
+            batch_size=self.cfg.batch_size // self.world_size,
+            sampler=sampler,
             collate_fn=self.collate_fn,
             num_workers=self.cfg.num_workers,
             worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
             generator=gen,
-            drop_last=self._drop_last(),
+            drop_last=drop,
             persistent_workers=False,
         )
 
@@ -221,7 +300,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self) -> dict[str, float]:
         cfg = self.cfg
-        s = epoch_seed(cfg.seed, self.epoch) ^ 0x5EED
+        s = (epoch_seed(cfg.seed, self.epoch) ^ 0x5EED) + 104_729 * self.rank  # own dropout/crops per rank
         torch.manual_seed(s)
         np.random.seed(s % 2**32)  # noqa: NPY002  (global RNG of dataset code)
         random.seed(s)
@@ -230,14 +309,14 @@ class Trainer:
         n = 0
         loader = self._loader(self.epoch)
         iterator: Any = loader
-        if cfg.progress:
+        if cfg.progress and self.rank == 0:
             from tqdm import tqdm
 
             iterator = tqdm(loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         for batch in iterator:
             batch = move_to_device(batch, self.device)
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                losses = self.loss_fn(self.model, batch)
+                losses = self.ddp(batch) if self.ddp is not None else self.loss_fn(self.model, batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, iteration {n + 1}")
@@ -253,9 +332,9 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n += 1
-            if cfg.progress:
+            if cfg.progress and self.rank == 0:
                 iterator.set_postfix(loss=f"{sums['loss'] / n:.4f}")
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        return D.all_reduce_mean({k: v / max(n, 1) for k, v in sums.items()})
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
         """Train until ``cfg.epochs`` epochs are done; returns the per-epoch history.
@@ -264,7 +343,7 @@ class Trainer:
         and ends with the same weights as an uninterrupted run (on CPU).
         """
         os.makedirs(self.workdir, exist_ok=True)
-        if resume and os.path.exists(self.last_path):
+        if resume and D.broadcast_object(os.path.exists(self.last_path)):
             self.load_state_dict(load_checkpoint(self.last_path, self.device))
             self.log(f"resumed from {self.last_path} after epoch {self.epoch}")
         cfg = self.cfg
@@ -276,18 +355,24 @@ class Trainer:
                      "lr": self.optimizer.param_groups[0]["lr"], **stats}
             last = self.epoch == cfg.epochs
             if self.evaluate is not None and (last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)):
-                metrics = self.evaluate(self.ema.module)
+                metrics = D.broadcast_object(self.evaluate(self.ema.module))
                 stats.update({f"val_{k}": float(v) for k, v in metrics.items()})
                 if float(metrics["score"]) > self.best_score:
                     self.best_score = float(metrics["score"])
                     self.history.append(stats)
-                    save_checkpoint(self.best_path, self.state_dict())
+                    self._save(self.best_path)
                 else:
                     self.history.append(stats)
             else:
                 self.history.append(stats)
-            save_checkpoint(self.last_path, self.state_dict())
+            self._save(self.last_path)
             self.log(json.dumps({k: round(v, 5) for k, v in stats.items()}))
         if self.evaluate is None:  # nothing to select on: the final weights are the best
-            save_checkpoint(self.best_path, self.state_dict())
+            self._save(self.best_path)
         return self.history
+
+    def _save(self, path: str) -> None:
+        """Rank 0 writes; every rank returns once the file is complete."""
+        if self.rank == 0:
+            save_checkpoint(path, self.state_dict())
+        D.barrier()

@@ -10,16 +10,29 @@ scores 0. Predictions on videos that are not in the ground truth are ignored (co
 ``"ignored_predictions"``); predictions on a ground-truth video without annotations of their
 class are false positives.
 
-Vectorisation: the greedy matching only couples predictions of the same (video, class) group,
-so step ``r`` matches the ``r``-th best prediction of every group at once, for all thresholds
-(steps = size of the largest group); AP is computed for all classes and thresholds with
-segmented cumulative sums.
+Algorithm (all thresholds at once, no ``[thresholds, predictions]`` arrays):
+
+1. Predictions are sorted once by (class, -score, file index); a prediction's position in that
+   order, counted from its class's first, is its rank in the class's precision-recall curve.
+2. Matching only couples predictions and ground truth of one (video, class) group. IoU is
+   computed once (``segment_iou``) for the pairs inside each group; pairs below the lowest
+   threshold can never match and are dropped, and so are the predictions left without pairs
+   (false positives at every threshold). The greedy matching then runs step ``r`` = the
+   ``r``-th best remaining prediction of every group, for all groups and thresholds at once
+   (steps = the largest number of remaining predictions in a group).
+3. AP only needs the true positives: the interpolated precision at a true positive is the
+   largest precision at this or a later true positive (precision falls between them), and
+   recall grows by ``1 / #gt`` at each. So AP is a segmented suffix maximum and a sum over the
+   true positives of every (threshold, class), with the same floating-point operations, in the
+   same order, as the loop in :mod:`stovtal.eval.reference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -28,7 +41,8 @@ import torch
 from stovtal.data.formats import validate_annotations, validate_predictions
 from stovtal.ops import segment_iou
 
-__all__ = ["detection_map", "DetectionArrays", "to_arrays", "average_precision_arrays"]
+__all__ = ["detection_map", "DetectionArrays", "to_arrays", "match_detections",
+           "average_precision_from_hits"]
 
 
 @dataclass
@@ -51,23 +65,46 @@ def _database(gt: Mapping[str, Any]) -> Mapping[str, Any]:
     return gt["database"] if isinstance(gt, Mapping) and "database" in gt else gt
 
 
-def _fast_checked_results(predictions: Mapping[str, Any], classes: Sequence[str] | None) -> Mapping[str, Any]:
-    """``predictions["results"]`` after the checks of ``validate_predictions``, done in bulk
-    with numpy; on any failure the entry-by-entry validator runs and raises the precise error."""
+def _all_numbers(values: Iterable[Any]) -> bool:
+    """Every value is an int or float and not a bool (``formats._number``'s type rule)."""
+    return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in set(map(type, values)))
+
+
+class _Invalid(Exception):
+    """The bulk checks failed; the entry-by-entry validator finds and names the culprit."""
+
+
+def _flatten_predictions(results: Mapping[str, Any], check: bool
+                         ) -> tuple[list[str], np.ndarray, list[Any], np.ndarray, np.ndarray]:
+    """``results`` as (video ids, per-video counts, labels, segments ``[P, 2]``, scores ``[P]``)
+    with C-level passes over the entries. With ``check``, raises :class:`_Invalid` unless every
+    entry passes the checks of :func:`validate_predictions` (vocabulary aside)."""
     try:
-        results = predictions["results"]
-        segs = [p["segment"] for preds in results.values() for p in preds]
-        scores = np.asarray([p["score"] for preds in results.values() for p in preds], dtype=np.float64)
-        labels = {p["label"] for preds in results.values() for p in preds}
-        seg = np.asarray(segs, dtype=np.float64).reshape(len(segs), 2)
-        ok = (np.isfinite(seg).all() and np.isfinite(scores).all() and bool((seg[:, 1] >= seg[:, 0]).all())
-              and all(type(x) is str for x in labels)
-              and (classes is None or labels <= set(classes)))
-        if ok and all(isinstance(v, list) for v in results.values()):
-            return results
-    except (TypeError, ValueError, KeyError, AttributeError):
-        pass
-    return validate_predictions(predictions, "<predictions>", classes=classes)
+        vids = list(results)
+        lists = [results[v] for v in vids]
+        if check and not all(isinstance(x, list) for x in lists):
+            raise _Invalid
+        flat = list(chain.from_iterable(lists))
+        P = len(flat)
+        segs = list(map(itemgetter("segment"), flat))
+        labels = list(map(itemgetter("label"), flat))
+        scores = list(map(itemgetter("score"), flat))
+        times = list(chain.from_iterable(segs))
+        if check and not (
+                all(issubclass(t, (list, tuple)) for t in set(map(type, segs)))
+                and set(map(len, segs)) <= {2}
+                and _all_numbers(times) and _all_numbers(scores)
+                and all(issubclass(t, str) for t in set(map(type, labels)))):
+            raise _Invalid
+        seg = np.fromiter(times, dtype=np.float64, count=2 * P).reshape(P, 2)
+        score = np.fromiter(scores, dtype=np.float64, count=P)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        raise _Invalid from None
+    if check and not (np.isfinite(seg).all() and np.isfinite(score).all()
+                      and bool((seg[:, 1] >= seg[:, 0]).all())):
+        raise _Invalid
+    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    return vids, counts, labels, seg, score
 
 
 def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
@@ -77,13 +114,26 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
     list is the sorted set of ground-truth labels and predictions of other labels are ignored."""
     if validate:
         db = validate_annotations(ground_truth, "<ground truth>", classes=classes)["database"]
-        results = _fast_checked_results(predictions, classes)
+        if not isinstance(predictions, Mapping) or not isinstance(predictions.get("results"), Mapping):
+            validate_predictions(predictions, "<predictions>", classes=classes)  # raises
     else:
-        db, results = _database(ground_truth), predictions["results"]
+        db = _database(ground_truth)
+    results = predictions["results"]
+    strict = classes is not None
     if classes is None:
         classes = sorted({a["label"] for v in db.values() for a in v["annotations"]})
     classes = list(classes)
     cidx = {c: i for i, c in enumerate(classes)}
+    try:
+        vids, counts, labels, ps, sc = _flatten_predictions(results, check=validate)
+        pc = np.fromiter(map(cidx.get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
+        if validate and strict and (pc < 0).any():
+            raise _Invalid  # a label outside the given vocabulary
+    except _Invalid:
+        # precise error message, or (if the bulk checks were stricter) the cleaned entries
+        results = validate_predictions(predictions, "<predictions>", classes=classes)
+        vids, counts, labels, ps, sc = _flatten_predictions(results, check=False)
+        pc = np.fromiter(map(cidx.get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
     video_ids = list(db)
     vidx = {v: i for i, v in enumerate(video_ids)}
     gv, gc, gs = [], [], []
@@ -92,97 +142,138 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
             gv.append(vidx[v])
             gc.append(cidx[a["label"]])
             gs.append(a["segment"])
-    vids = list(results)
-    counts = np.array([len(results[v]) for v in vids], dtype=np.int64)
-    pv = np.repeat(np.array([vidx.get(v, -1) for v in vids], dtype=np.int64), counts)
-    pc = np.array([cidx.get(p["label"], -1) for v in vids for p in results[v]], dtype=np.int64)
-    ps = np.asarray([p["segment"] for v in vids for p in results[v]], dtype=np.float64).reshape(-1, 2)
-    sc = np.asarray([p["score"] for v in vids for p in results[v]], dtype=np.float64)
+    pv = np.repeat(np.fromiter(map(vidx.get, vids, repeat(-1)), dtype=np.int64, count=len(vids)), counts)
     keep = (pv >= 0) & (pc >= 0)
-    ignored = int((~keep).sum())
-    pv, pc, ps, sc = pv[keep], pc[keep], ps[keep], sc[keep]
+    ignored = int(len(keep) - np.count_nonzero(keep))
+    if ignored:
+        pv, pc, ps, sc = pv[keep], pc[keep], ps[keep], sc[keep]
     return DetectionArrays(
         video_ids, classes,
         np.asarray(gv, dtype=np.int64), np.asarray(gc, dtype=np.int64),
         np.asarray(gs, dtype=np.float64).reshape(-1, 2), pv, pc, ps, sc, ignored)
 
 
-def _match(d: DetectionArrays, thresholds: np.ndarray) -> np.ndarray:
-    """True positives ``[T, P]`` (prediction order of ``d``) by greedy per-group matching."""
+def _class_order(pred_class: np.ndarray, pred_score: np.ndarray) -> np.ndarray:
+    """Permutation sorting predictions by (class, -score, file index)."""
+    by_score = np.argsort(-pred_score, kind="stable")
+    cls = pred_class[by_score]
+    if len(cls) and 0 <= cls.min() and cls.max() <= np.iinfo(np.int16).max:
+        cls = cls.astype(np.int16)  # numpy's stable sort is a radix sort for 16-bit keys
+    return by_score[np.argsort(cls, kind="stable")]
+
+
+def _segment_starts(keys: np.ndarray) -> np.ndarray:
+    """For sorted ``keys``, the index of the first element of each element's run."""
+    n = len(keys)
+    first = np.ones(n, dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+
+def match_detections(d: DetectionArrays, thresholds: np.ndarray,
+                     order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy ActivityNet matching at every threshold (see the module docstring).
+
+    Args:
+        d: flattened ground truth and predictions.
+        thresholds: float64 ``[T]`` tIoU thresholds.
+        order: :func:`_class_order` of the predictions, if already computed.
+
+    Returns:
+        ``(thr_idx, pred_idx)``: int64 ``[H]`` each, one entry per true positive: the
+        threshold index and the prediction (index into ``d.pred_*``). Every other
+        (threshold, prediction) is a false positive.
+    """
+    none = np.zeros(0, dtype=np.int64)
+    nT, P, G = len(thresholds), len(d.pred_score), len(d.gt_class)
+    if P == 0 or G == 0:
+        return none, none
     K = max(len(d.classes), 1)
-    nT, P = len(thresholds), len(d.pred_score)
-    tp = np.zeros((nT, P), dtype=bool)
-    if P == 0 or len(d.gt_class) == 0:
-        return tp
     gkey = d.gt_video * K + d.gt_class
-    gorder = np.argsort(gkey, kind="stable")
+    gorder = np.argsort(gkey, kind="stable")  # keeps the annotation order inside a group
     gkey_s = gkey[gorder]
     gseg = np.ascontiguousarray(d.gt_seg[gorder])
+    if order is None:
+        order = _class_order(d.pred_class, d.pred_score)
     pkey = d.pred_video * K + d.pred_class
     gstart = np.searchsorted(gkey_s, pkey, side="left")
     gcount = np.searchsorted(gkey_s, pkey, side="right") - gstart
-    has_gt = np.nonzero(gcount > 0)[0]
-    if len(has_gt) == 0:
-        return tp
-    # order the candidate predictions by (group, -score, file index) and rank them in the group
-    order = has_gt[np.lexsort((has_gt, -d.pred_score[has_gt], pkey[has_gt]))]
-    keys = pkey[order]
-    first = np.r_[True, keys[1:] != keys[:-1]]
-    group_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-    rank = np.arange(len(order)) - group_start
-    by_rank = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
-    matched = np.zeros((nT, len(gkey)), dtype=bool)
-    pseg = d.pred_seg
-    thr = thresholds[:, None, None]
-    for r in range(rank.max() + 1):
-        active = order[by_rank[bounds[r]:bounds[r + 1]]]  # one prediction per group
-        counts = gcount[active]
-        width = int(counts.max())
-        cols = np.arange(width)
-        valid = cols[None, :] < counts[:, None]
-        gidx = np.where(valid, gstart[active][:, None] + cols[None, :], 0)  # [A, W]
-        a = torch.from_numpy(np.repeat(pseg[active], width, axis=0))
-        b = torch.from_numpy(gseg[gidx.reshape(-1)])
-        iou = segment_iou(a, b, aligned=True).numpy().reshape(len(active), width)
-        iou = np.where(valid, iou, -1.0)
-        cand = (iou[None] >= thr) & ~matched[:, gidx] & valid[None]  # [T, A, W]
-        best = np.where(cand, iou[None], -np.inf).argmax(-1)  # [T, A]
-        hit = cand.any(-1)
-        t_idx, a_idx = np.nonzero(hit)
-        matched[t_idx, gidx[a_idx, best[t_idx, a_idx]]] = True
-        tp[:, active] = hit
-    # matched is indexed in sorted-gt order; only tp is needed by the caller
-    return tp
+    cand = order[gcount[order] > 0]
+    if len(cand) == 0:
+        return none, none
+    # (group, -score, file index): stable by group over the class order
+    cand = cand[np.argsort(pkey[cand], kind="stable")]
+    # all (prediction, ground truth) pairs inside each group, in (group, prediction, gt) order
+    n_pairs = gcount[cand]
+    pair_pred = np.repeat(cand, n_pairs)
+    first_pair = np.cumsum(n_pairs) - n_pairs
+    pair_gt = np.repeat(gstart[cand] - first_pair, n_pairs) + np.arange(len(pair_pred))
+    iou = segment_iou(torch.from_numpy(np.ascontiguousarray(d.pred_seg[pair_pred])),
+                      torch.from_numpy(gseg[pair_gt]), aligned=True).numpy()
+    keep = iou >= thresholds.min()
+    pair_pred, pair_gt, iou = pair_pred[keep], pair_gt[keep], iou[keep]
+    if len(iou) == 0:
+        return none, none
+    # rank of each remaining prediction among the remaining ones of its group
+    new_pred = np.ones(len(pair_pred), dtype=bool)
+    new_pred[1:] = pair_pred[1:] != pair_pred[:-1]
+    preds = pair_pred[new_pred]
+    rank = np.arange(len(preds)) - _segment_starts(pkey[preds])
+    pair_rank = rank[np.cumsum(new_pred) - 1]
+    by_rank = np.argsort(pair_rank, kind="stable")  # (rank, group, gt): one prediction per group
+    bounds = np.searchsorted(pair_rank[by_rank], np.arange(int(rank.max()) + 2))
+    matched = np.zeros((nT, G), dtype=bool)  # in sorted-gt order
+    thr = thresholds[:, None]
+    hits_t, hits_p = [], []
+    for r in range(len(bounds) - 1):
+        sel = by_rank[bounds[r]:bounds[r + 1]]
+        pg, pp, pi = pair_gt[sel], pair_pred[sel], iou[sel]
+        n = len(sel)
+        starts = np.flatnonzero(np.r_[True, pp[1:] != pp[:-1]])  # one run per prediction
+        ok = (pi >= thr) & ~matched[:, pg]  # [T, n]
+        masked = np.where(ok, pi, -1.0)
+        best = np.maximum.reduceat(masked, starts, axis=1)  # [T, A]
+        run_len = np.diff(np.r_[starts, n])
+        is_best = ok & (masked == np.repeat(best, run_len, axis=1))
+        first = np.minimum.reduceat(np.where(is_best, np.arange(n), n), starts, axis=1)
+        ti, ai = np.nonzero(best >= 0)
+        matched[ti, pg[first[ti, ai]]] = True
+        hits_t.append(ti)
+        hits_p.append(pp[starts[ai]])
+    return np.concatenate(hits_t).astype(np.int64), np.concatenate(hits_p).astype(np.int64)
 
 
-def average_precision_arrays(tp: np.ndarray, pred_class: np.ndarray, pred_score: np.ndarray,
-                             num_gt: np.ndarray) -> np.ndarray:
-    """Interpolated AP ``[T, K]`` from true positives ``[T, P]``; NaN where ``num_gt == 0``."""
-    nT, P = tp.shape
-    K = len(num_gt)
-    ap = np.zeros((nT, K))
-    if P > 0:
-        order = np.lexsort((np.arange(P), -pred_score, pred_class))
-        cls = pred_class[order]
-        t = tp[:, order].astype(np.float64)
-        starts = np.searchsorted(cls, np.arange(K))
-        pos = np.arange(P)
-        rank = pos - starts[cls]
-        ctp = np.cumsum(t, axis=1)
-        before = np.where(starts[cls] > 0, ctp[:, np.maximum(starts[cls] - 1, 0)], 0.0)
-        ctp -= before
-        precision = ctp / (rank + 1)
-        npos = num_gt[cls].astype(np.float64)
-        recall = np.divide(ctp, npos, out=np.zeros_like(ctp), where=npos > 0)
-        prev = np.where(rank > 0, np.roll(recall, 1, axis=1), 0.0)
-        # running max of precision from the right, per class: offsets keep classes apart
-        offset = 2.0 * (cls.max() - cls)  # reversed scan meets the highest class first
-        rev = (precision + offset)[:, ::-1]
-        interp = np.maximum.accumulate(rev, axis=1)[:, ::-1] - offset
-        contrib = (recall - prev) * interp
-        idx = cls[None, :] + K * np.arange(nT)[:, None]
-        ap = np.bincount(idx.ravel(), weights=contrib.ravel(), minlength=nT * K).reshape(nT, K)
+def average_precision_from_hits(hit_thr: np.ndarray, hit_pred: np.ndarray, pred_class: np.ndarray,
+                                pred_rank: np.ndarray, num_gt: np.ndarray,
+                                num_thresholds: int) -> np.ndarray:
+    """Interpolated AP ``[T, K]`` from the true positives; NaN where ``num_gt == 0``.
+
+    Args:
+        hit_thr, hit_pred: int ``[H]``, the true positives (threshold index, prediction).
+        pred_class: int ``[P]`` class index of each prediction.
+        pred_rank: int ``[P]`` 0-based position of each prediction in its class's
+            score-sorted list (all predictions of the class count, hits or not).
+        num_gt: int ``[K]`` ground-truth count per class.
+        num_thresholds: ``T``.
+    """
+    nT, K = num_thresholds, len(num_gt)
+    ap = np.zeros(nT * K)
+    if len(hit_pred):
+        P = max(int(pred_rank.max()) + 1, 1)
+        seg = hit_thr * K + pred_class[hit_pred]
+        srt = np.argsort(seg * P + pred_rank[hit_pred])
+        seg, pos, cls = seg[srt], pred_rank[hit_pred][srt], pred_class[hit_pred][srt]
+        k = np.arange(1, len(seg) + 1) - _segment_starts(seg)  # true positives so far
+        precision = k / (pos + 1)
+        npos = num_gt[cls]
+        gain = k / npos - (k - 1) / npos  # recall step, as the reference computes it
+        # suffix maximum of precision inside each (threshold, class) run, exactly: on integer
+        # ranks of the values, offset so that a run never sees the runs after it
+        values, vrank = np.unique(precision, return_inverse=True)
+        offset = (seg.max() - seg) * len(values)
+        interp = values[np.maximum.accumulate((vrank + offset)[::-1])[::-1] - offset]
+        ap = np.bincount(seg, weights=gain * interp, minlength=nT * K)
+    ap = ap.reshape(nT, K)
     ap[:, num_gt == 0] = np.nan
     return ap
 
@@ -216,8 +307,11 @@ def detection_map(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any
     num_gt = np.bincount(d.gt_class, minlength=len(d.classes))
     if not (num_gt > 0).any():
         raise ValueError("detection_map: the ground truth has no annotations to evaluate")
-    tp = _match(d, thresholds)
-    ap = average_precision_arrays(tp, d.pred_class, d.pred_score, num_gt)
+    order = _class_order(d.pred_class, d.pred_score)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - _segment_starts(d.pred_class[order])
+    hit_thr, hit_pred = match_detections(d, thresholds, order)
+    ap = average_precision_from_hits(hit_thr, hit_pred, d.pred_class, rank, num_gt, len(thresholds))
     present = np.nonzero(num_gt > 0)[0]
     mean = ap[:, present].mean(axis=1)
     return {

@@ -1,6 +1,7 @@
 """Models: the class-agnostic localizer, the open-vocabulary classifier, text encoders, CoLA."""
 
 from .classifier import ClassifierConfig, OpenVocabClassifier, Vocabulary, fuse_scores, to_results
+from .cola import CoLA, CoLAConfig, cola_losses
 from .localizer import ActionLocalizer, LocalizerConfig, LocalizerOutput
 from .postprocess import NMSConfig
 from .text_encoders import NpzTextEncoder, OpenClipTextEncoder, TextEncoder
@@ -8,6 +9,8 @@ from .text_encoders import NpzTextEncoder, OpenClipTextEncoder, TextEncoder
 __all__ = [
     "ActionLocalizer",
     "ClassifierConfig",
+    "CoLA",
+    "CoLAConfig",
     "LocalizerConfig",
     "LocalizerOutput",
     "NMSConfig",
@@ -16,6 +19,7 @@ __all__ = [
     "OpenVocabClassifier",
     "TextEncoder",
     "Vocabulary",
+    "cola_losses",
     "fuse_scores",
     "to_results",
 ]

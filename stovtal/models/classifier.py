@@ -10,7 +10,8 @@ probability (geometric mean by default), then multi-class soft-NMS.
 
 Zero-shot by default (no trainable parameters). An optional residual
 adapter on the pooled video embedding (``adapter=True``) can be trained on
-base classes with :meth:`OpenVocabClassifier.adapter_loss`.
+base classes with :meth:`OpenVocabClassifier.adapter_loss`; ``stovtal.engine.adapter`` does that
+on the ground-truth segments of the labelled base-class videos (``classifier.adapter=true``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class ClassifierConfig:
     segment by this fraction of its length on both sides before pooling;
     ``topk``: classes kept per segment; ``fusion``: ``geometric`` sqrt(a*c),
     ``arithmetic`` (a+c)/2, ``actionness`` a, ``class`` c; ``nms``: multi-class
-    soft-NMS after fusion; ``adapter``: optional residual MLP on video embeddings."""
+    soft-NMS after fusion; ``adapter``: optional residual MLP ``x + W2 relu(W1 x)`` (hidden
+    width ``adapter_hidden``, starts as the identity) on the pooled video features, trained on
+    base classes only (off by default: zero-shot, no trainable parameters)."""
 
     roi_size: int = 1
     context: float = 0.0
@@ -58,6 +61,8 @@ class ClassifierConfig:
             raise ValueError(f"classifier.topk must be >= 1, got {self.topk}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"classifier.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.adapter_hidden < 1:
+            raise ValueError(f"classifier.adapter_hidden must be >= 1, got {self.adapter_hidden}")
 
 
 @dataclass
@@ -191,10 +196,17 @@ class OpenVocabClassifier(nn.Module):
         """Unit video embeddings ``[K_i, C]`` of segments (seconds); arguments as :meth:`pool_segments`."""
         pooled = self.pool_segments(feats, masks, segments, batch)
         counts = [p.shape[0] for p in pooled]
-        emb = torch.cat(pooled)
+        return list(self.embed_pooled(torch.cat(pooled)).split(counts))
+
+    def embed_pooled(self, pooled: Tensor) -> Tensor:
+        """``[K, C]`` pooled segment features (:meth:`pool_segments`) -> ``[K, C]`` unit video
+        embeddings: ``normalise(x + adapter(x))`` with the adapter, ``normalise(x)`` without."""
+        if pooled.dim() != 2:
+            raise ValueError(f"pooled features must be [K, C], got {tuple(pooled.shape)}")
+        emb = pooled
         if self.adapter is not None:
             emb = emb + self.adapter(emb)
-        return list(F.normalize(emb.float(), dim=1).split(counts))
+        return F.normalize(emb.float(), dim=1)
 
     def class_probs(self, embeddings: Tensor, vocab: Vocabulary) -> Tensor:
         """``[K, C]`` unit segment embeddings -> ``[K, V]`` softmax over the vocabulary."""
@@ -246,12 +258,31 @@ class OpenVocabClassifier(nn.Module):
         ``vocab``); trains only the adapter. Use base-class vocabularies only."""
         if self.adapter is None:
             raise RuntimeError("adapter_loss needs ClassifierConfig(adapter=True)")
-        emb = torch.cat(self.embed_segments(feats, masks, segments, batch))
-        target = torch.cat([lab.to(emb.device).long() for lab in labels])
-        if emb.shape[0] == 0:
-            return emb.sum() * 0.0
-        logits = vocab.logit_scale * emb @ vocab.embeddings.to(emb.device).T
-        return F.cross_entropy(logits, target)
+        pooled = torch.cat(self.pool_segments(feats, masks, segments, batch))
+        target = torch.cat([lab.long() for lab in labels]) if labels else torch.zeros(0, dtype=torch.long)
+        return self.pooled_adapter_loss(pooled, target, vocab)
+
+    def pooled_adapter_loss(self, pooled: Tensor, labels: Tensor, vocab: Vocabulary) -> Tensor:
+        """Mean cross-entropy of ``[K, C]`` pooled segment features against ``[K]`` labels
+        (indices into ``vocab``) over ``vocab.logit_scale * cos(embedding, text)``; 0 for K = 0.
+
+        The features are fixed (the video-language encoder is frozen), so they can be pooled
+        once and the adapter trained on them directly (see ``stovtal.engine.adapter``).
+        """
+        if self.adapter is None:
+            raise RuntimeError("adapter_loss needs ClassifierConfig(adapter=True)")
+        if pooled.dim() != 2 or labels.shape != (pooled.shape[0],):
+            raise ValueError(f"pooled [K, C] and labels [K] expected, got {tuple(pooled.shape)}, {tuple(labels.shape)}")
+        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(vocab.names)):
+            raise ValueError(f"labels must index the {len(vocab.names)}-class vocabulary, "
+                             f"got values in [{int(labels.min())}, {int(labels.max())}]")
+        if pooled.shape[0] == 0:
+            return pooled.sum() * 0.0
+        emb = self.embed_pooled(pooled)
+        text = vocab.embeddings.to(emb.device)
+        if emb.shape[1] != text.shape[1]:
+            raise ValueError(f"video embeddings have {emb.shape[1]} dims but the text embeddings {text.shape[1]}")
+        return F.cross_entropy(vocab.logit_scale * emb @ text.T, labels.to(emb.device).long())
 
 
 def to_results(detections: dict[str, dict[str, Tensor]], vocab: Vocabulary) -> dict[str, Any]:

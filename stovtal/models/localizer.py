@@ -115,6 +115,17 @@ class LocalizerOutput:
     points: Tensor  # [sum T_l, 4] (position, lo, hi, stride), grid units
 
 
+def _global_count(num_pos: Tensor) -> tuple[Tensor, int]:
+    """(positive count summed over the ranks of the default process group, world size)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return num_pos, 1
+    total = num_pos.detach().clone()
+    dist.all_reduce(total)
+    return total, dist.get_world_size()
+
+
 class ActionLocalizer(nn.Module):
     """Class-agnostic action localizer (see module docstring)."""
 
@@ -204,6 +215,11 @@ class ActionLocalizer(nn.Module):
         Returns:
             dict with ``loss`` (to minimise), ``cls_loss``, ``reg_loss``, ``num_pos``.
             In training mode the positive-count EMA used as normaliser is updated.
+
+        Under ``torch.distributed`` (world size W > 1, training mode) the normaliser is updated
+        with the positive count summed over all ranks and the loss is multiplied by W, so that
+        DDP's averaging of the ranks' gradients gives exactly the gradient of the loss of the
+        global batch (as in one process); every rank must then call ``loss`` equally often.
         """
         if len(gt_segments) != feats.shape[0]:
             raise ValueError(f"{len(gt_segments)} segment lists for a batch of {feats.shape[0]}")
@@ -220,15 +236,19 @@ class ActionLocalizer(nn.Module):
         reg_t = torch.stack(reg_t)
         pos = (cls_t > 0) & valid
         num_pos = pos.sum()
+        world = 1
         if self.training:
+            count, world = _global_count(num_pos)
             mom = cfg.loss_normalizer_momentum
-            self.loss_normalizer.mul_(mom).add_((1 - mom) * num_pos.clamp(min=1).to(self.loss_normalizer.dtype))
+            self.loss_normalizer.mul_(mom).add_((1 - mom) * count.clamp(min=1).to(self.loss_normalizer.dtype))
         norm = self.loss_normalizer.clamp(min=1.0)
         cls_loss = sigmoid_focal_loss(logits[valid], cls_t[valid], cfg.focal_alpha, cfg.focal_gamma, "sum") / norm
         if num_pos > 0:
             reg_loss = diou_loss_1d(offsets[pos], reg_t[pos], "sum") / norm
         else:
             reg_loss = offsets.sum() * 0.0
+        if world > 1:
+            cls_loss, reg_loss = cls_loss * world, reg_loss * world
         loss = cls_loss + cfg.reg_loss_weight * reg_loss
         return {"loss": loss, "cls_loss": cls_loss.detach(), "reg_loss": reg_loss.detach(), "num_pos": num_pos.detach()}
 

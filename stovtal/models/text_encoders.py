@@ -17,16 +17,14 @@ The one interface the open-vocabulary classifier talks to is :class:`TextEncoder
 from __future__ import annotations
 
 import abc
-import io
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..utils.fileio import atomic_write_bytes
+from ..data.vocab import load_embedding_extras, load_embeddings, natural_name, save_embeddings
 
 __all__ = [
     "TextEncoder",
@@ -88,9 +86,7 @@ def format_class_name(name: str, style: str = "verbatim") -> str:
     if style == "verbatim":
         return name
     if style == "natural":
-        s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
-        s = s.replace("_", " ")
-        return " ".join(s.lower().split())
+        return natural_name(name)
     raise ValueError(f"unknown name style {style!r}; use one of {_NAME_STYLES}")
 
 
@@ -220,44 +216,11 @@ class NpzTextEncoder(TextEncoder):
 
     def __init__(self, path: str | os.PathLike, logit_scale: float | None = None) -> None:
         self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"{self.path}: text-embedding file not found")
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                missing = [k for k in ("names", "embeddings") if k not in z.files]
-                if missing:
-                    raise ValueError(
-                        f"{self.path}: missing array(s) {missing} (has {sorted(z.files)})"
-                    )
-                names = z["names"]
-                emb = z["embeddings"]
-                file_scale = float(z["logit_scale"]) if "logit_scale" in z.files else None
-        except ValueError as exc:
-            if str(exc).startswith(self.path):
-                raise
-            raise ValueError(f"{self.path}: cannot read text embeddings ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{self.path}: not a readable .npz file ({exc})") from None
-        if names.ndim != 1 or names.dtype.kind not in "US":
-            raise ValueError(
-                f"{self.path}: 'names' must be a 1-D string array, got {names.dtype} {names.shape}"
-            )
-        if emb.ndim != 2 or emb.dtype.kind != "f":
-            raise ValueError(
-                f"{self.path}: 'embeddings' must be a 2-D float array, got {emb.dtype} {emb.shape}"
-            )
-        if emb.shape[0] != names.shape[0] or emb.shape[0] == 0:
-            raise ValueError(
-                f"{self.path}: {names.shape[0]} names but {emb.shape[0]} embedding rows (need equal, > 0)"
-            )
-        self.names: list[str] = [str(n) for n in names.tolist()]
-        if len(set(self.names)) != len(self.names):
-            seen, dups = set(), []
-            for n in self.names:
-                (dups.append(n) if n in seen else seen.add(n))
-            raise ValueError(f"{self.path}: duplicate class names {dups[:5]!r}")
+        self.names, emb = load_embeddings(self.path)
+        extras = load_embedding_extras(self.path)
+        file_scale = float(extras["logit_scale"]) if "logit_scale" in extras else None
         self._index = {n: i for i, n in enumerate(self.names)}
-        self._emb = _normalise_rows(torch.from_numpy(emb.astype(np.float32)), self.path)
+        self._emb = _normalise_rows(torch.from_numpy(emb), self.path)
         scale = logit_scale if logit_scale is not None else file_scale
         self.logit_scale = CLIP_LOGIT_SCALE if scale is None else float(scale)
         if not np.isfinite(self.logit_scale) or self.logit_scale <= 0:
@@ -288,23 +251,12 @@ def save_text_embeddings(
     **meta: str,
 ) -> None:
     """Atomically write ``names`` + float32 ``embeddings [K, E]`` (+ optional
-    ``logit_scale`` and string metadata) as an ``.npz``."""
+    ``logit_scale`` and string metadata) as an ``.npz`` (see
+    :func:`stovtal.data.vocab.save_embeddings`)."""
     names = _check_names(names)
     emb = (
         embeddings.detach().cpu().numpy()
         if isinstance(embeddings, torch.Tensor)
         else np.asarray(embeddings)
     )
-    if emb.ndim != 2 or emb.shape[0] != len(names):
-        raise ValueError(f"embeddings must be [K={len(names)}, E], got shape {emb.shape}")
-    arrays: dict[str, np.ndarray] = {
-        "names": np.array(names, dtype=str),
-        "embeddings": emb.astype(np.float32),
-    }
-    if logit_scale is not None:
-        arrays["logit_scale"] = np.array(float(logit_scale), dtype=np.float32)
-    for k, v in meta.items():
-        arrays[k] = np.array(str(v))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    save_embeddings(path, list(names), emb, logit_scale=logit_scale, **meta)

@@ -4,6 +4,11 @@ Without arguments: generate (or reuse) the built-in synthetic world in ``./runs/
 train the base localizer, pseudo-label the unlabelled web videos, retrain with a Mean Teacher,
 evaluate CB / CN / GZSL for both models and write ``report.md`` + ``results.json``; the final
 table is printed.
+
+The same command runs on several processes / GPUs / nodes under ``torchrun`` (e.g.
+``torchrun --nproc_per_node=2 -m stovtal.selftrain --workdir DIR``): training uses
+DistributedDataParallel (``train.batch_size`` is the global batch), pseudo-labelling and
+evaluation split the videos among the ranks, rank 0 writes the reports.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ configuration: defaults <- --config YAML <- key=value overrides (omegaconf dotli
   python -m stovtal.selftrain pseudo.threshold=0.3 retrain.consistency_weight=1.0
   python -m stovtal.selftrain --config my.yaml data.synthetic=false data.feature_dir=/feats ...
 Print every key with its default: python -m stovtal.selftrain --print-config
+
+distributed (torch.distributed: gloo on CPU, NCCL on GPU):
+  torchrun --nproc_per_node=2 -m stovtal.selftrain --workdir DIR       all stages on 2 processes
+  torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
+      -m stovtal.selftrain --workdir /shared/DIR                       (DIR on a shared file system)
+  python -m stovtal.selftrain --stage pseudolabel --shard 3/16 --workdir /shared/DIR
+      independent job 3 of 16 labels its shards (e.g. one cluster array task each); the last job
+      to finish writes pseudo_labels.json; a re-run only redoes shards without a manifest record
 """
 
 
@@ -44,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", help="comma-separated numbers of unlabelled videos, e.g. 1000,3000,10000: one "
                    "self-training run per number (nested subsets) and a scale curve in the report")
     p.add_argument("--seed", type=int, help="training seed (same as seed=N)")
+    p.add_argument("--shard", metavar="I/N", help="with --stage pseudolabel only: run independent job I of N "
+                   "(0-based), which labels every N-th share of the shards")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -71,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append("progress=false")
         cfg: SelfTrainConfig = load_config(args.config, overrides)
         validate(cfg)
+        from stovtal.utils.shards import parse_shard_spec
+
+        job, num_jobs = parse_shard_spec(args.shard)
+        if args.shard and args.stage != ["pseudolabel"]:
+            raise ConfigError("--shard applies to the pseudolabel stage alone: add --stage pseudolabel")
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,22 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         return 0
 
+    from stovtal.engine import distributed as D
     from stovtal.utils.fileio import atomic_open
 
     from .stages import make_context, run_pipeline
 
     t0 = time.time()
     try:
-        ctx = make_context(cfg, args.workdir)
-        with atomic_open(os.path.join(ctx.workdir, "config.yaml")) as f:
-            f.write(to_yaml(cfg))
-        stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
-        run_pipeline(ctx, stages)
+        with D.distributed_session(cfg.device):
+            ctx = make_context(cfg, args.workdir)
+            ctx.job, ctx.num_jobs = job, num_jobs
+            if D.is_main_process():
+                with atomic_open(os.path.join(ctx.workdir, "config.yaml")) as f:
+                    f.write(to_yaml(cfg))
+            stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
+            run_pipeline(ctx, stages)
+            main_process = D.is_main_process()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = os.path.join(ctx.workdir, "results.json")
-    if "report" in stages and os.path.exists(results):
+    if main_process and "report" in stages and os.path.exists(results):
         from stovtal.utils.fileio import read_json
 
         from .report import format_table

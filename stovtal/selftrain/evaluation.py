@@ -13,13 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+
+from stovtal.engine import distributed as D
 
 __all__ = ["evaluate_model"]
 
 
-def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, Any]:
+def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, Any] | None:
     """Metrics of ``model`` on ``ctx``'s test set (fractions in [0, 1]).
+
+    Under torch.distributed every rank predicts its share of the videos and rank 0 gathers the
+    proposals and computes the metrics; the other ranks return None.
 
     Returns ``{"tiou_thresholds", "partition", "CB", "CN", "GZSL"`` (each with ``mAP`` per
     threshold and ``average_mAP``; GZSL also with the base/novel-class averages),
@@ -38,10 +43,15 @@ def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, 
     gt = {"database": test}
     classes = d.base + d.novel
     ds = VideoFeatureDataset(gt, d.feature_dir, classes, d.grid, feat_dim=d.feat_dim)
-    loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_videos)
+    mine = Subset(ds, D.rank_indices(len(ds)))
+    loader = DataLoader(mine, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_videos)
     clf = OpenVocabClassifier(ClassifierConfig(**cfg.eval.classifier))
     proposals = predict_segments(model, loader, device=ctx.device, classifier=clf,
                                  progress=cfg.progress, desc=desc)
+    proposals = D.gather_dicts(proposals, dst=0)
+    if proposals is None:
+        return None
+    proposals = {v: proposals[v] for v in ds.video_ids}  # the single-process order
     vocab = Vocabulary(list(d.vocab_names), d.vocab_embeddings, d.logit_scale)
     parts = partition_videos(test, d.base, d.novel)
     thr = list(cfg.eval.tiou_thresholds)

@@ -14,6 +14,9 @@ Each stage is skipped when its output exists; ``stage.json`` next to it holds a 
 the inputs, and reusing a directory made with a different configuration is an error (instead of
 silently mixing results). A killed ``base`` or ``retrain`` resumes from its ``last.pt``; a killed
 ``pseudolabel`` from its shard manifest.
+
+Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
+who does what.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from stovtal.engine import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
 
 from .config import ConfigError, SelfTrainConfig, fingerprint
@@ -132,6 +136,8 @@ class Context:
     data: Data
     device: torch.device
     log: Callable[[str], None] = print
+    job: int = 0  # independent job i of num_jobs (--shard i/n): pseudo-labelling shards
+    num_jobs: int = 1
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
@@ -226,17 +232,28 @@ def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] 
         torch.set_num_threads(cfg.num_threads)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    data = resolve_data(cfg, workdir, log)
+    log = D.rank_zero_log(log)
+    if not D.is_main_process():
+        cfg.progress = False
+    with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
+        data = resolve_data(cfg, workdir, log)
     if cfg.data.synthetic is False:
         cfg.data.feat_dim = data.feat_dim
-    return Context(cfg, workdir, data, resolve_device(cfg.device), log)
+    return Context(cfg, workdir, data, D.local_device(resolve_device(cfg.device)), log)
 
 
 # --------------------------------------------------------------------------- stage bookkeeping
 
 
 def _done(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
-    """True if ``out`` exists and was made with fingerprint ``fp`` (error if another)."""
+    """True if ``out`` exists and was made with fingerprint ``fp`` (error if another).
+    Decided by rank 0 for all ranks."""
+    if not D.is_main_process():
+        return D.broadcast_object(None)
+    return D.broadcast_object(_done_here(ctx, out, stage_dir, fp, what))
+
+
+def _done_here(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
     rec_path = os.path.join(stage_dir, STAGE_FILE)
     if os.path.exists(rec_path):
         rec = read_json(rec_path)
@@ -275,24 +292,32 @@ def stage_base(ctx: Context) -> str:
     trainer = Trainer(model, ctx.labelled_dataset(), tcfg, out_dir, collate_fn=collate_videos, log=ctx.log)
     t0 = time.time()
     trainer.fit(resume=True)
-    save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
-                          "localizer": dataclasses.asdict(ctx.localizer_config()),
-                          "seconds": time.time() - t0})
+    if D.is_main_process():
+        save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
+                              "localizer": dataclasses.asdict(ctx.localizer_config()),
+                              "seconds": time.time() - t0})
+    D.barrier()
     return out
 
 
 def stage_pseudolabel(ctx: Context, n: int) -> str:
     """Pseudo-label ``n`` unlabelled videos with the base model's EMA weights."""
-    from .pseudolabel import PSEUDO_FILE, pseudo_label
+    from .distributed import pseudo_label_distributed
+    from .pseudolabel import PSEUDO_FILE
 
     out_dir = ctx.path("pseudo", f"n{n}")
     out = os.path.join(out_dir, PSEUDO_FILE)
     if _done(ctx, out, out_dir, ctx.fp_pseudo(n), f"pseudolabel n={n}"):
         return out
     model = ctx.load_model(_require(ctx.path("base", "model.pt"), "base"))
-    db = pseudo_label(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.cfg.pseudo,
-                      device=ctx.device, progress=ctx.cfg.progress, desc=f"pseudo-label n={n}")
+    db = pseudo_label_distributed(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.cfg.pseudo,
+                                  device=ctx.device, progress=ctx.cfg.progress, job=ctx.job,
+                                  num_jobs=ctx.num_jobs, desc=f"pseudo-label n={n}")
     if db is None:
+        if ctx.num_jobs > 1:
+            ctx.log(f"[pseudolabel n={n}] job {ctx.job}/{ctx.num_jobs} finished its shards; shards of other "
+                    "jobs are pending (the last job to finish writes pseudo_labels.json)")
+            return out
         raise RuntimeError(f"{out_dir}: shards of other workers are still pending")
     ctx.log(f"[pseudolabel n={n}] {db['info']['num_pseudo_labels']} pseudo-labels on {db['info']['num_videos']} videos")
     return out
@@ -303,7 +328,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
     from stovtal.data import VideoFeatureDataset
     from stovtal.engine import load_checkpoint, save_checkpoint, seed_everything
 
-    from .pseudolabel import pseudo_label
+    from .distributed import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
     out_dir = ctx.path("retrain", f"n{n}")
@@ -325,9 +350,9 @@ def stage_retrain(ctx: Context, n: int) -> str:
                                    feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, training=True)
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
-        return pseudo_label(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
-                            os.path.join(out_dir, f"refresh-e{epoch:04d}"), ctx.cfg.pseudo,
-                            device=ctx.device, progress=ctx.cfg.progress, desc=f"refresh e{epoch}")
+        return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
+                                        os.path.join(out_dir, f"refresh-e{epoch:04d}"), ctx.cfg.pseudo,
+                                        device=ctx.device, progress=ctx.cfg.progress, desc=f"refresh e{epoch}")
 
     pseudo = PseudoLabelledSet(make, pl["database"])
     trainer = make_trainer(student, base_state, ctx.labelled_dataset(), pseudo, tcfg, out_dir,
@@ -335,9 +360,11 @@ def stage_retrain(ctx: Context, n: int) -> str:
                            refresh_every=r.refresh_every, refresh=refresh, log=ctx.log)
     t0 = time.time()
     trainer.fit(resume=True)
-    save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
-                          "localizer": dataclasses.asdict(ctx.localizer_config()),
-                          "seconds": time.time() - t0})
+    if D.is_main_process():
+        save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
+                              "localizer": dataclasses.asdict(ctx.localizer_config()),
+                              "seconds": time.time() - t0})
+    D.barrier()
     return out
 
 
@@ -365,7 +392,9 @@ def stage_eval(ctx: Context) -> dict[str, str]:
         if _done(ctx, out, os.path.join(out_dir, name), fingerprint([fp, model_fp]), f"eval {name}"):
             continue
         model = ctx.load_model(_require(ckpt, stage))
-        res = evaluate_model(model, ctx, desc=f"eval {name}")
+        res = evaluate_model(model, ctx, desc=f"eval {name}")  # None on ranks > 0
+        if res is None:
+            continue
         atomic_write_json(out, res, indent=1)
         ctx.log(f"[eval {name}] " + ", ".join(f"{k} {100 * res[k]['average_mAP']:.2f}" for k in ("CB", "CN", "GZSL")))
     return outs
@@ -375,6 +404,8 @@ def stage_report(ctx: Context) -> str:
     from .report import write_report
 
     out = ctx.path("report.md")
+    if not D.is_main_process():
+        return out
     if os.path.exists(out) and os.path.exists(ctx.path("results.json")):
         ctx.log(f"[report] output exists, skipped: {out}")
         return out
@@ -402,4 +433,5 @@ def run_pipeline(ctx: Context, stages: tuple[str, ...] = STAGES) -> None:
     for stage in stages:
         t0 = time.time()
         run_stage(ctx, stage)
+        D.barrier()  # a stage's outputs (written by rank 0) are complete before the next starts
         ctx.log(f"[{stage}] done in {time.time() - t0:.1f} s")

@@ -232,3 +232,78 @@ def test_dataset_bad_inputs(world, root, tmp_path):
                             subset="test")
     with pytest.raises(ValueError, match="empty batch"):
         collate_videos([])
+
+
+def test_web_shard_ranges(world):
+    assert world.web_shard_ranges(9) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    assert world.web_shard_ranges(7, 3) == [(3, 4), (4, 6), (6, 7)]
+    assert world.web_shard_ranges(0) == []
+    with pytest.raises(ValueError, match="start"):
+        world.web_shard_ranges(2, 5)
+
+
+def test_write_web_beyond_num_web_resumes_and_shards(world, root, tmp_path, monkeypatch):
+    import shutil
+
+    from stovtal.data.__main__ import main
+
+    part = tmp_path / "w"
+    shutil.copytree(root, part)
+    own = {f: (part / "features" / f).read_bytes() for f in os.listdir(part / "features")}
+    calls = []
+    real = SyntheticWorld.generate
+
+    def counting(self, subset, index):
+        calls.append((subset, index))
+        return real(self, subset, index)
+
+    monkeypatch.setattr(SyntheticWorld, "generate", counting)
+    # worker 0 of 2 writes shards 0, 2, 4 of [0, 9) and cannot merge yet
+    assert world.write_web(part, 9, shard="0/2") is None
+    assert not (part / "web-9.json").exists()
+    web, web_gt = world.write_web(part, 9, shard="1/2")
+    # shards [0, 2) and [2, 4) are the world's own (num_web = 5); video 4 (of its partial shard
+    # [4, 5)) has its features and is regenerated only for its metadata; the rest once each
+    assert sorted(calls) == [("web", i) for i in range(4, 9)]
+    db = load_annotations(web, classes=world.classes)["database"]
+    gt = load_annotations(web_gt, classes=world.classes)["database"]
+    ids = [f"web_{i:07d}" for i in range(9)]
+    assert list(db) == ids and list(gt) == ids and all(not v["annotations"] for v in db.values())
+    for i in (2, 7, 8):  # inside and beyond num_web (5): the indexed video, features and labels
+        v = real(world, "web", i)
+        assert gt[v["video_id"]]["annotations"] == v["annotations"] and gt[v["video_id"]]["annotations"]
+        assert np.array_equal(np.load(part / "features" / f"{v['video_id']}.npy"), v["feats"])
+    for f, data in own.items():  # the world's own files are untouched
+        assert (part / "features" / f).read_bytes() == data
+    # the first num_web videos are the world's own web set
+    assert load_annotations(part / "web_gt.json")["database"] == {k: gt[k] for k in ids[:5]}
+
+    # resume: shard [6, 8) lost its marker and one feature file -> only it is regenerated
+    calls.clear()
+    os.remove(world.web_shard_files(part, 6, 8)[0])
+    os.remove(part / "features" / "web_0000007.npy")
+    os.remove(part / "web-9.json")
+    assert world.write_web(part, 9) == (web, web_gt)
+    assert sorted(calls) == [("web", 6), ("web", 7)]
+    assert load_annotations(web)["database"] == db
+    calls.clear()
+    world.write_web(part, 9)  # complete: nothing regenerated
+    assert calls == []
+    monkeypatch.undo()
+
+    # the CLI (world from world.json; another num_web is the same world)
+    assert main(["web", "--root", str(part), "--num-videos", "10", "--quiet"]) == 0
+    assert len(load_annotations(part / "web-10.json")["database"]) == 10
+    bigger = SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "num_web": 50, "snippets_range": (40, 90)}))
+    assert bigger.write_web(part, 3) is not None
+    other = SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "seed": 9, "snippets_range": (40, 90)}))
+    with pytest.raises(ValueError, match="different synthetic world"):
+        other.write_web(part, 3)
+    with pytest.raises(ValueError, match="different synthetic world"):
+        other.write_web_shard(part, 0, 2)
+    with pytest.raises(FileNotFoundError, match="no synthetic world"):
+        world.write_web(tmp_path / "empty", 3)
+    with pytest.raises(ValueError, match="num_videos"):
+        world.write_web(part, -1)
+    with pytest.raises(ValueError, match="shard spec"):
+        world.write_web(part, 4, shard="2/2")

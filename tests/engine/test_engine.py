@@ -4,10 +4,9 @@ import pickle
 
 import pytest
 import torch
-from stovtal.data import collate_videos
-from stovtal.eval import detection_map
 
 import stovtal  # noqa: F401
+from stovtal.data import collate_videos
 from stovtal.engine import (
     ModelEMA,
     TrainConfig,
@@ -19,6 +18,7 @@ from stovtal.engine import (
     segments_to_json,
     warmup_cosine,
 )
+from stovtal.eval import detection_map
 from stovtal.models import (
     ActionLocalizer,
     ClassifierConfig,

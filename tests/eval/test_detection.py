@@ -140,3 +140,65 @@ def test_matches_loop_reference_on_random_cases():
 def test_reference_interpolation_hand_case():
     from stovtal.eval.reference import interpolated_ap
     assert interpolated_ap([1.0, 0.5, 2 / 3], [0.5, 0.5, 1.0]) == pytest.approx(0.5 + 1 / 3)
+
+
+def test_bulk_checks_reject_what_the_validator_rejects():
+    g = gt(v=[((10, 20), "a")])
+    bad = [
+        ([{"segment": [10, 20], "label": "a", "score": "0.9"}], "score"),  # a string that parses
+        ([{"segment": [10, 20], "label": "a", "score": True}], "score"),  # bool is not a number
+        ([{"segment": [10, True], "label": "a", "score": 0.9}], "finite numbers"),
+        ([{"segment": [10, 20, 30], "label": "a", "score": 0.9}], r"\[start, end\]"),
+        ([{"segment": "10-20", "label": "a", "score": 0.9}], r"\[start, end\]"),
+        ([{"segment": [20, 10], "label": "a", "score": 0.9}], "end"),
+        ([{"segment": [10, float("inf")], "label": "a", "score": 0.9}], "finite"),
+        ([{"segment": [10, 20], "label": 3, "score": 0.9}], "label"),
+        ([{"segment": [10, 20], "score": 0.9}], "needs"),
+        ([[10, 20, "a", 0.9]], "needs"),
+        ({"segment": [10, 20], "label": "a", "score": 0.9}, "must be a list"),
+    ]
+    for entries, msg in bad:
+        p = {"results": {"ok": [{"segment": [1, 2], "label": "a", "score": 0.1}], "v": entries}}
+        with pytest.raises(DataError, match=msg):
+            detection_map(g, p, [0.5])
+    with pytest.raises(DataError, match="results"):
+        detection_map(g, {"results": [1]}, [0.5])
+    # accepted number types: ints, numpy floats, tuples; same result as plain floats
+    ok = {"results": {"v": [{"segment": (10, np.float64(20.0)), "label": "a", "score": 1}]}}
+    assert detection_map(g, ok, [0.5])["mAP"] == [1.0]
+
+
+def test_validate_false_gives_the_same_result():
+    rng = random.Random(7)
+    for _ in range(20):
+        g, p = _random_case(rng)
+        if any(v["annotations"] for v in g["database"].values()):
+            a = detection_map(g, p, [0.3, 0.5, 0.7])
+            b = detection_map(g, p, [0.3, 0.5, 0.7], validate=False)
+            assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
+
+
+def test_matches_loop_reference_on_crowded_groups():
+    """Adversarial for the step-wise matching: one class, many ground truths per video (with
+    exact duplicates and IoU ties), long prediction lists, thresholds 0 and 1."""
+    rng = random.Random(99)
+    thresholds = [0.0, 0.2, 0.5, 0.75, 1.0]
+    for _ in range(8):
+        db, res = {}, {}
+        for v in range(rng.randint(1, 4)):
+            anns = []
+            for _ in range(rng.randint(1, 25)):
+                s = float(rng.randint(0, 40))
+                anns.append(((s, s + rng.choice([2.0, 4.0, 8.0])), rng.choice("ab")))
+            anns += anns[: rng.randint(0, 3)]  # duplicated ground truth
+            preds = []
+            for _ in range(rng.randint(0, 120)):
+                (s, e), c = rng.choice(anns)
+                d = rng.choice([0.0, 0.0, 1.0, -1.0, 2.0])
+                preds.append(((s + d, e + rng.choice([0.0, 1.0])), c, rng.choice([0.9, 0.5, 0.1])))
+            db[f"v{v}"], res[f"v{v}"] = anns, preds
+        g, p = gt(**db), pred(**res)
+        ours, ref = detection_map(g, p, thresholds), detection_map_reference(g, p, thresholds)
+        assert np.allclose(ours["mAP"], ref["mAP"], atol=1e-12)
+        for c, aps in ref["per_class"].items():
+            assert np.allclose(ours["per_class"][c], aps, atol=1e-12)

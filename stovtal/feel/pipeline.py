@@ -1,0 +1,285 @@
+"""The FEEL loop: cluster -> CCI -> IIS -> train CoLA -> evaluate, for ``cfg.iterations`` rounds.
+
+Labels never reach clustering, selection or training: the training videos' ground truth is
+used only for NMI (and the analysis numbers in ``details.json``), the evaluation videos'
+ground truth only for mapping clusters to classes (Hungarian) and mAP.
+
+Every finished iteration writes ``ckpt/iter_<t>.pt`` (model + assignment) and then
+``state.json`` (all records so far), both atomically; a rerun in the same work directory
+resumes after the last finished iteration and produces the same results as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from stovtal.engine.checkpoint import load_checkpoint, save_checkpoint
+from stovtal.models.cola_inference import LocalizeConfig
+from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
+
+from .cci import cci_refine
+from .config import FeelConfig
+from .data import FeelData, dominant_label, load_feel_data
+from .iis import select_per_cluster, selection_fraction
+from .kmeans import kmeans
+from .localizer import build_model, forward_videos, predict, train_cola
+
+__all__ = ["run_feel", "StopRun"]
+
+STATE_VERSION = 1
+_VOLATILE = ("workdir", "progress", "num_threads", "device")
+
+
+class StopRun(Exception):
+    """Raised by :func:`run_feel` when ``stop_after`` iterations are done (used to test resume)."""
+
+
+def _config_fingerprint(cfg: FeelConfig) -> dict[str, Any]:
+    d = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for k in _VOLATILE:
+        d.pop(k, None)
+    return d
+
+
+def _ckpt_path(workdir: str, it: int) -> str:
+    return os.path.join(workdir, "ckpt", f"iter_{it}.pt")
+
+
+def _eval_tools():
+    from stovtal.eval import cluster_accuracy, detection_map, nmi
+
+    return detection_map, cluster_accuracy, nmi
+
+
+def _nmi(nmi, true: torch.Tensor, pred: torch.Tensor, keep: torch.Tensor) -> float | None:
+    if int(keep.sum()) < 2:
+        return None
+    return float(nmi(true[keep].numpy(), pred[keep].cpu().numpy()))
+
+
+def _video_features(data_feats: list[torch.Tensor], model, device, cfg: FeelConfig) -> torch.Tensor:
+    if model is None:
+        return torch.stack([f.mean(1) for f in data_feats])
+    outs = forward_videos(model, data_feats, device, cfg.train.batch_size, cfg.progress, "embed train")
+    return torch.stack([o[3] for o in outs])
+
+
+def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int) -> tuple[dict, dict, dict]:
+    """mAP on the evaluation videos after mapping clusters to classes (Hungarian on video labels)."""
+    detection_map, cluster_accuracy, _ = _eval_tools()
+    ev = data.eval
+    outs = forward_videos(model, ev.feats, device, cfg.train.batch_size, cfg.progress, "eval")
+    loc = LocalizeConfig(**dataclasses.asdict(cfg.localize))
+    loc.thresholds = tuple(loc.thresholds)
+    preds = predict(outs, ev.durations, ev.fps, data.feature_stride, data.num_frames, loc)
+    pred_cluster, true_class = [], []
+    for vid, (_, _, vs, _) in zip(ev.ids, outs, strict=True):
+        lab = dominant_label(ev.gt["database"][vid])
+        if lab is not None:
+            pred_cluster.append(int(vs.argmax()))
+            true_class.append(data.classes.index(lab))
+    if not true_class:
+        raise ValueError("no evaluation video has a ground-truth annotation")
+    # Hungarian matching of the predicted video clusters to the true classes (evaluation only);
+    # segments of a cluster that no evaluation video is assigned to are dropped
+    _, mapping = cluster_accuracy(np.array(true_class), np.array(pred_cluster))
+    results: dict[str, list] = {}
+    for vid, p in zip(ev.ids, preds, strict=True):
+        rows = []
+        for (s, e), sc, c in zip(p["segments"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
+            if mapping.get(c) is not None:
+                rows.append({"segment": [s, e], "label": data.classes[mapping[c]], "score": sc})
+        results[vid] = rows
+    predictions = {"results": results}
+    metrics = detection_map(ev.gt, predictions, list(cfg.tiou_thresholds))
+    return metrics, predictions, mapping
+
+
+def _naming_vocabulary(cfg: FeelConfig, data: FeelData) -> tuple[list[str], torch.Tensor, str] | None:
+    """(names, text embeddings [V, E], source) for cluster naming, or None when disabled."""
+    nc = cfg.naming
+    if nc.open_clip_model:
+        from stovtal.models.text_encoders import OpenClipTextEncoder
+
+        from .data import _classes
+
+        names = _classes(nc.vocabulary) if nc.vocabulary else list(data.classes)
+        enc = OpenClipTextEncoder(nc.open_clip_model, nc.open_clip_checkpoint, nc.templates, device=cfg.device)
+        return names, enc.encode(names).float().cpu(), f"open_clip {nc.open_clip_model}"
+    vocab = nc.vocab_npz
+    if vocab == "auto":
+        vocab = data.vocab_npz or ""
+    if not vocab:
+        return None
+    from stovtal.data.vocab import load_embeddings
+
+    names, emb = load_embeddings(vocab)
+    return list(names), torch.as_tensor(emb, dtype=torch.float32), vocab
+
+
+def _name_clusters(model, data: FeelData, labels: torch.Tensor, names: list[str], emb: torch.Tensor,
+                   source: str, device, cfg) -> list[dict]:
+    """Nearest vocabulary name of each cluster's actionness-weighted mean input feature."""
+    emb = F.normalize(emb, dim=1)
+    feats = data.train.feats
+    if emb.shape[1] != feats[0].shape[0]:
+        raise ValueError(f"{source}: text embedding dim {emb.shape[1]} != feature dim {feats[0].shape[0]}")
+    outs = forward_videos(model, feats, device, cfg.train.batch_size, False)
+    vids = []
+    for f, (_, act, _, _) in zip(feats, outs, strict=True):
+        w = (act - act.min()) / (act.max() - act.min()).clamp_min(1e-12)
+        vids.append((f * w[None]).sum(1) / w.sum().clamp_min(1e-12))
+    vids = F.normalize(torch.stack(vids), dim=1)
+    out = []
+    for c in range(int(labels.max()) + 1):
+        members = labels == c
+        if not members.any():
+            out.append({"cluster": c, "size": 0, "name": None})
+            continue
+        sim = F.normalize(vids[members].mean(0), dim=0) @ emb.T
+        j = int(sim.argmax())
+        out.append({"cluster": c, "size": int(members.sum()), "name": names[j], "similarity": float(sim[j])})
+    return out
+
+
+def _plot(records: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if records[0].get("nmi_kmeans") is not None:
+        ax.plot(its, [r["nmi_kmeans"] for r in records], "o--", label="NMI k-means")
+        ax.plot(its, [r["nmi_cci"] for r in records], "o-", label="NMI after CCI")
+    ax.plot(its, [r["average_mAP"] for r in records], "s-", label="average mAP (tIoU 0.1:0.7)")
+    ax.plot(its, [r["selected_fraction"] for r in records], "^:", label="selected fraction")
+    ax.set_xlabel("iteration")
+    ax.set_xticks(its)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("FEEL per iteration")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) FEEL in ``cfg.workdir``; returns the ``results.json`` content."""
+    workdir = cfg.workdir
+    os.makedirs(workdir, exist_ok=True)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = torch.device(cfg.device)
+    _, _, nmi = _eval_tools()
+    t0 = time.time()
+    if data is None:
+        data = load_feel_data(cfg.data, workdir, cfg.progress)
+    k = cfg.cluster.num_clusters or len(data.classes)
+    if k > len(data.train.ids):
+        raise ValueError(f"{k} clusters but only {len(data.train.ids)} training videos")
+    true = [dominant_label(data.train.gt["database"][v]) for v in data.train.ids]
+    has_true = [t is not None for t in true]
+    true_idx = torch.tensor([data.classes.index(t) if t is not None else -1 for t in true])
+    known = torch.tensor(has_true)
+
+    state_path = os.path.join(workdir, "state.json")
+    fingerprint = _config_fingerprint(cfg)
+    records: list[dict[str, Any]] = []
+    model = None
+    if os.path.exists(state_path):
+        state = read_json(state_path)
+        if state.get("config") != fingerprint:
+            raise ValueError(f"{state_path}: this work directory holds a FEEL run with a different "
+                             "config; use another --workdir (or delete it) to start over")
+        records = state["records"]
+        if records:
+            ck = load_checkpoint(_ckpt_path(workdir, len(records)))
+            model = build_model(cfg, ck["in_dim"], ck["num_classes"])
+            model.load_state_dict(ck["model"])
+            log(f"resuming after iteration {len(records)} from {workdir}")
+
+    for it in range(len(records) + 1, cfg.iterations + 1):
+        ti = time.time()
+        x = F.normalize(_video_features(data.train.feats, model, device, cfg).double(), dim=1)
+        km = kmeans(x, k, cfg.cluster.n_init, cfg.cluster.max_iter, seed=cfg.seed * 1000 + it)
+        cc = cci_refine(x, km.centroids, cfg.cluster.k1, cfg.cluster.k2, cfg.cluster.lam,
+                        cfg.cluster.dense_limit, cfg.cluster.topk_m)
+        p = selection_fraction(it, cfg.iterations, cfg.iis.p0, cfg.iis.schedule, cfg.iis.gamma)
+        sel = select_per_cluster(cc.labels, cc.confidence, p)
+        idx = torch.nonzero(sel).flatten().tolist()
+        torch.manual_seed(cfg.seed * 1000 + it)
+        model = build_model(cfg, data.train.feats[0].shape[0], k)
+        history = train_cola(model, [data.train.feats[i] for i in idx], cc.labels[sel], cfg,
+                             seed=cfg.seed * 1000 + it, device=device, desc=f"iter {it} train")
+        metrics, predictions, mapping = _evaluate(model, data, cfg, device, k)
+        rec: dict[str, Any] = {
+            "iteration": it,
+            "nmi_kmeans": _nmi(nmi, true_idx, km.labels, known),
+            "nmi_cci": _nmi(nmi, true_idx, cc.labels, known),
+            "selected_fraction": float(sel.float().mean()),
+            "schedule_fraction": p,
+            "average_mAP": float(metrics["average_mAP"]),
+            "mAP": [float(v) for v in metrics["mAP"]],
+            "reassigned_by_cci": float((cc.labels != km.labels).float().mean()),
+            "final_loss": history[-1],
+            "seconds": time.time() - ti,
+        }
+        if known.any():
+            # analysis only: purity of the selected videos w.r.t. the hidden labels
+            rec["nmi_selected"] = _nmi(nmi, true_idx, cc.labels, sel & known)
+        save_checkpoint(_ckpt_path(workdir, it), {
+            "model": model.state_dict(), "in_dim": model.cfg.in_dim, "num_classes": k,
+            "labels": cc.labels.cpu(), "confidence": cc.confidence.cpu(), "selected": sel.cpu(),
+            "mapping": torch.tensor([mapping.get(c, -1) for c in range(k)]),
+        })
+        atomic_write_json(os.path.join(workdir, f"predictions_iter{it}.json"), predictions)
+        records.append(rec)
+        atomic_write_json(state_path, {"version": STATE_VERSION, "config": fingerprint, "records": records}, indent=1)
+        nm = (f"NMI k-means {rec['nmi_kmeans']:.4f}  after CCI {rec['nmi_cci']:.4f}  "
+              if rec["nmi_kmeans"] is not None else "")
+        log(f"[feel] iteration {it}/{cfg.iterations}: {nm}selected {rec['selected_fraction']:.3f}  "
+            f"average mAP {rec['average_mAP']:.4f}  ({rec['seconds']:.0f} s)")
+        if stop_after is not None and it >= stop_after and it < cfg.iterations:
+            raise StopRun(f"stopped after iteration {it}")
+
+    last = records[-1]
+    results = {
+        "iterations": [{key: r[key] for key in ("nmi_kmeans", "nmi_cci", "selected_fraction", "average_mAP")}
+                       for r in records],
+        "final": {"average_mAP": last["average_mAP"], "mAP": last["mAP"]},
+    }
+    details: dict[str, Any] = {"records": records, "tiou_thresholds": list(cfg.tiou_thresholds),
+                               "classes": data.classes, "num_clusters": k}
+    naming = _naming_vocabulary(cfg, data)
+    if naming is not None:
+        ck = load_checkpoint(_ckpt_path(workdir, len(records)))
+        named = _name_clusters(model, data, ck["labels"], *naming, device, cfg)
+        for row in named:
+            m = int(ck["mapping"][row["cluster"]])
+            row["hungarian_class"] = data.classes[m] if m >= 0 else None
+        details["cluster_names"] = named
+        agree = [r["name"] == r["hungarian_class"] for r in named if r["name"] is not None]
+        details["naming_agreement"] = sum(agree) / max(len(agree), 1)
+        log("[feel] cluster names: " + ", ".join(f"{r['cluster']}={r['name']}" for r in named))
+        log(f"[feel] names agreeing with the Hungarian class mapping: {details['naming_agreement']:.3f}")
+    atomic_write_json(os.path.join(workdir, "results.json"), results, indent=1)
+    atomic_write_json(os.path.join(workdir, "details.json"), details, indent=1)
+    _plot(records, os.path.join(workdir, "feel.png"))
+    mp = "  ".join(f"{t:.1f}:{v:.4f}" for t, v in zip(cfg.tiou_thresholds, last["mAP"], strict=True))
+    log(f"[feel] final mAP @tIoU {mp}  average {last['average_mAP']:.4f}  ({time.time() - t0:.0f} s)")
+    log(f"[feel] wrote {os.path.join(workdir, 'results.json')} and feel.png")
+    return results

@@ -1,0 +1,132 @@
+"""End-to-end FEEL on a tiny synthetic world: results schema, label hygiene, resume."""
+
+import copy
+import json
+import os
+import random
+
+import pytest
+import torch
+
+from stovtal.eval import nmi
+from stovtal.feel.__main__ import main
+from stovtal.feel.config import load_config
+from stovtal.feel.data import load_feel_data
+from stovtal.feel.pipeline import StopRun, run_feel
+
+TINY = [
+    "iterations=2", "progress=false", "num_threads=1",
+    "data.synthetic.num_web=60", "data.synthetic.num_test=20",
+    "cluster.n_init=3", "cluster.k1=8", "cluster.k2=3",
+    "model.embed_dim=32", "train.epochs=2", "train.batch_size=8", "train.lr=3e-3",
+    "naming.vocab_npz=auto",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feel_world")
+    cfg = load_config(None, [*TINY, f"workdir={root}"])
+    return str(root), load_feel_data(cfg.data, cfg.workdir, progress=False)
+
+
+def _cfg(workdir, *extra):
+    return load_config(None, [*TINY, f"workdir={workdir}", *extra])
+
+
+@pytest.fixture(scope="module")
+def full_run(world, tmp_path_factory):
+    """An uninterrupted 2-iteration run, shared by the schema and the resume tests."""
+    _, data = world
+    workdir = tmp_path_factory.mktemp("feel_full")
+    return run_feel(_cfg(workdir), data=data, log=lambda s: None), workdir
+
+
+def test_end_to_end_results_schema_and_outcome(world, full_run):
+    _, data = world
+    res, tmp_path = full_run
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == res
+    assert set(res) == {"iterations", "final"}
+    assert len(res["iterations"]) == 2
+    for rec in res["iterations"]:
+        assert set(rec) == {"nmi_kmeans", "nmi_cci", "selected_fraction", "average_mAP"}
+        assert all(0.0 <= v <= 1.0 for v in rec.values())
+    assert set(res["final"]) == {"average_mAP", "mAP"}
+    assert len(res["final"]["mAP"]) == 7
+    assert res["final"]["average_mAP"] == pytest.approx(sum(res["final"]["mAP"]) / 7)
+    # IIS: per-cluster ceil(p0 * n_c) >= p0 overall in iteration 1, everything at the last one
+    assert 0.5 <= res["iterations"][0]["selected_fraction"] < 1.0
+    assert res["iterations"][1]["selected_fraction"] == 1.0
+    # clustering carries real signal: better than a random partition with the same cluster sizes
+    details = json.loads((tmp_path / "details.json").read_text())
+    ck = torch.load(tmp_path / "ckpt" / "iter_1.pt", weights_only=True)
+    true = [data.classes.index(a["annotations"][0]["label"]) for a in
+            (data.train.gt["database"][v] for v in data.train.ids)]
+    rng = random.Random(0)
+    chance = []
+    for _ in range(5):
+        perm = ck["labels"].tolist()
+        rng.shuffle(perm)
+        chance.append(nmi(true, perm))
+    assert res["iterations"][0]["nmi_kmeans"] > max(chance) + 0.05
+    assert res["final"]["average_mAP"] > 0.0
+    assert (tmp_path / "feel.png").stat().st_size > 0
+    assert (tmp_path / "predictions_iter2.json").exists()
+    assert len(details["cluster_names"]) == details["num_clusters"]
+
+
+def test_training_labels_never_influence_training(world, tmp_path):
+    """Scrambling the training videos' ground truth changes NMI only, nothing the method does."""
+    _, data = world
+    res_a = run_feel(_cfg(tmp_path / "a", "iterations=1"), data=data, log=lambda s: None)
+    scrambled = copy.deepcopy(data)
+    db = scrambled.train.gt["database"]
+    labels = [a["label"] for v in db.values() for a in v["annotations"]]
+    random.Random(1).shuffle(labels)
+    it = iter(labels)
+    for v in db.values():
+        for a in v["annotations"]:
+            a["label"] = next(it)
+    res_b = run_feel(_cfg(tmp_path / "b", "iterations=1"), data=scrambled, log=lambda s: None)
+    ca = torch.load(tmp_path / "a" / "ckpt" / "iter_1.pt", weights_only=True)
+    cb = torch.load(tmp_path / "b" / "ckpt" / "iter_1.pt", weights_only=True)
+    assert torch.equal(ca["labels"], cb["labels"]) and torch.equal(ca["selected"], cb["selected"])
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert res_a["final"] == res_b["final"]
+    assert res_a["iterations"][0]["nmi_cci"] != res_b["iterations"][0]["nmi_cci"]
+
+
+def test_resume_after_killed_iteration_equals_uninterrupted_run(world, full_run, tmp_path):
+    _, data = world
+    full, _ = full_run
+    with pytest.raises(StopRun):
+        run_feel(_cfg(tmp_path / "resumed"), data=data, stop_after=1, log=lambda s: None)
+    state = json.loads((tmp_path / "resumed" / "state.json").read_text())
+    assert len(state["records"]) == 1 and not (tmp_path / "resumed" / "results.json").exists()
+    # a kill during iteration 2 leaves a stray temporary file at most; it must not matter
+    (tmp_path / "resumed" / "ckpt" / ".iter_2.pt.partial.tmp").write_bytes(b"garbage")
+    logs = []
+    resumed = run_feel(_cfg(tmp_path / "resumed"), data=data, log=logs.append)
+    assert any("resuming after iteration 1" in s for s in logs)
+    assert resumed == full
+    # rerunning a finished run does no work and returns the same results
+    assert run_feel(_cfg(tmp_path / "resumed"), data=data, log=lambda s: None) == full
+    # a different config in the same work directory is refused
+    with pytest.raises(ValueError, match="different config"):
+        run_feel(_cfg(tmp_path / "resumed", "cluster.lam=0.3"), data=data, log=lambda s: None)
+
+
+def test_cli_bad_config_and_bad_data(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["iis.schedule=fast"])
+    assert "iis.schedule" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml" in capsys.readouterr().err
+    bad = tmp_path / "ann.json"
+    bad.write_text("{not json")
+    rc = main(["--workdir", str(tmp_path / "w"), "--no-progress", f"data.annotations={bad}",
+               f"data.feature_dir={tmp_path}"])
+    assert rc == 2 and "ann.json" in capsys.readouterr().err
+    assert os.path.exists(tmp_path / "w")
