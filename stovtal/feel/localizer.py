@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -17,10 +18,8 @@ __all__ = ["build_model", "pad_batch", "train_cola", "forward_videos", "predict"
 
 
 def build_model(cfg: FeelConfig, in_dim: int, num_classes: int) -> CoLA:
-    m = cfg.model
-    return CoLA(CoLAConfig(in_dim=in_dim, num_classes=num_classes, embed_dim=m.embed_dim, dropout=m.dropout,
-                           r_easy=m.r_easy, r_hard=m.r_hard, m=m.m, M=m.M, easy_drop=m.easy_drop,
-                           tau=m.tau, snico_weight=m.snico_weight))
+    # FEEL's model section holds exactly CoLA's hyper-parameters (with FEEL's defaults).
+    return CoLA(CoLAConfig(in_dim=in_dim, num_classes=num_classes, **dataclasses.asdict(cfg.model)))
 
 
 def pad_batch(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
