@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -20,6 +21,50 @@ namespace jaccard {
 namespace {
 
 constexpr int64_t kRowGrain = 64;
+
+// The kc smallest (key, index) pairs offered to each of n rows, kept lazily:
+// an offer below the row's threshold is appended to a buffer of 4 * kc
+// entries; a full buffer is cut back to its kc smallest (nth_element), whose
+// largest key becomes the threshold. Thresholds only decrease, so every
+// rejected key is >= the final kc-th smallest: the kept set is exactly the kc
+// smallest keys up to ties at the kc-th (which callers' tolerance check
+// absorbs). Rows are independent: threads may work on different rows.
+template <typename scalar_t>
+struct RunningSelection {
+  using Entry = std::pair<scalar_t, int32_t>;
+  int64_t kc, cap;
+  std::vector<Entry> buf;
+  std::vector<int32_t> count;
+  std::vector<scalar_t> thr;
+
+  RunningSelection(int64_t n, int64_t kc_)
+      : kc(kc_), cap(4 * kc_), buf(static_cast<size_t>(n * 4 * kc_)), count(n, 0),
+        thr(n, std::numeric_limits<scalar_t>::infinity()) {}
+
+  // key < thr[i] is the caller's check.
+  void offer(int64_t i, scalar_t key, int64_t j) {
+    Entry* b = buf.data() + i * cap;
+    b[count[i]++] = Entry(key, static_cast<int32_t>(j));
+    if (count[i] == cap) {
+      std::nth_element(b, b + kc - 1, b + cap);
+      thr[i] = b[kc - 1].first;
+      count[i] = static_cast<int32_t>(kc);
+    }
+  }
+
+  // Writes row i's kc smallest, sorted by (key, index).
+  void finish(int64_t i, scalar_t* out_key, int64_t* out_idx) {
+    Entry* b = buf.data() + i * cap;
+    const int64_t m = count[i];
+    TORCH_INTERNAL_ASSERT(m >= kc, "jaccard: fewer candidates than kc were offered");
+    std::nth_element(b, b + kc - 1, b + m);
+    std::sort(b, b + kc);
+    for (int64_t q = 0; q < kc; ++q) {
+      out_key[q] = b[q].first;
+      out_idx[q] = b[q].second;
+    }
+  }
+};
 
 struct CpuBackend {
   // The kc smallest keys of every row by a streaming max-heap of (key, index):
@@ -56,6 +101,79 @@ struct CpuBackend {
             pi[r * kc + q] = heap[q].second;
           }
         }
+      });
+    });
+    return {vals, idx};
+  }
+
+  static constexpr bool kSymmetricKnn = true;
+
+  // The kc smallest keys norms[j] - 2 <x_i, x_j> of every row i of one set,
+  // from strips G = X[r0:r1] X[r0:]^T of the upper half of the Gram matrix:
+  // a strip serves its own rows (all its columns) and, transposed, the rows
+  // of its columns beyond r1, so every product is computed once.
+  static std::tuple<at::Tensor, at::Tensor> symmetric_candidates(const at::Tensor& xk,
+                                                                 const at::Tensor& norms,
+                                                                 int64_t kc, int64_t strip_rows) {
+    const int64_t n = xk.size(0);
+    at::Tensor vals = at::empty({n, kc}, xk.options());
+    at::Tensor idx = at::empty({n, kc}, xk.options().dtype(at::kLong));
+    AT_DISPATCH_FLOATING_TYPES(xk.scalar_type(), "jaccard_symmetric_candidates_cpu", [&] {
+      RunningSelection<scalar_t> sel(n, kc);
+      const scalar_t* pn = norms.const_data_ptr<scalar_t>();
+      constexpr int64_t kLanes = 32;
+      for (int64_t r0 = 0; r0 < n; r0 += strip_rows) {
+        const int64_t r1 = std::min(n, r0 + strip_rows), width = n - r0;
+        const at::Tensor g = at::mm(xk.narrow(0, r0, r1 - r0), xk.narrow(0, r0, width).t());
+        const scalar_t* pg = g.const_data_ptr<scalar_t>();
+        // the strip's own rows: every column from r0 on; a block of keys is
+        // screened in one vectorisable pass (most blocks offer nothing)
+        at::parallel_for(r0, r1, 1, [&](int64_t begin, int64_t end) {
+          scalar_t key[kLanes];
+          for (int64_t i = begin; i < end; ++i) {
+            const scalar_t* row = pg + (i - r0) * width;
+            for (int64_t c0 = 0; c0 < width; c0 += kLanes) {
+              const int64_t lanes = std::min(kLanes, width - c0);
+              const scalar_t thr = sel.thr[i];
+              bool any = false;
+              for (int64_t l = 0; l < lanes; ++l) {
+                key[l] = pn[r0 + c0 + l] - 2 * row[c0 + l];
+                any |= key[l] < thr;
+              }
+              if (!any) continue;
+              for (int64_t l = 0; l < lanes; ++l) {
+                if (key[l] < sel.thr[i]) sel.offer(i, key[l], r0 + c0 + l);
+              }
+            }
+          }
+        });
+        // the rows of columns r1.. (transposed), kLanes columns at a time so
+        // that every strip row is read contiguously
+        at::parallel_for(0, (n - r1 + kLanes - 1) / kLanes, 1, [&](int64_t begin, int64_t end) {
+          scalar_t key[kLanes];
+          for (int64_t blk = begin; blk < end; ++blk) {
+            const int64_t c0 = r1 + blk * kLanes, lanes = std::min(kLanes, n - c0);
+            const scalar_t* thr = sel.thr.data() + c0;
+            for (int64_t i = r0; i < r1; ++i) {
+              const scalar_t* row = pg + (i - r0) * width + (c0 - r0);
+              const scalar_t bias = pn[i];
+              bool any = false;
+              for (int64_t l = 0; l < lanes; ++l) {
+                key[l] = bias - 2 * row[l];
+                any |= key[l] < thr[l];
+              }
+              if (!any) continue;
+              for (int64_t l = 0; l < lanes; ++l) {
+                if (key[l] < thr[l]) sel.offer(c0 + l, key[l], i);
+              }
+            }
+          }
+        });
+      }
+      scalar_t* pv = vals.mutable_data_ptr<scalar_t>();
+      int64_t* pi = idx.mutable_data_ptr<int64_t>();
+      at::parallel_for(0, n, kRowGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) sel.finish(i, pv + i * kc, pi + i * kc);
       });
     });
     return {vals, idx};

@@ -34,6 +34,23 @@ def test_matches_reference_clustered(n, d, k1, k2):
     assert (out < 0.5).sum() > n and (out == 1).float().mean() > 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference_across_knn_strips(dtype):
+    # N > 256 rows: the CPU kNN search runs over several strips of the Gram
+    # matrix, each serving its own rows and (transposed) the later ones;
+    # duplicated rows in different strips tie exactly across strips
+    x = clustered(620, 8, clusters=12, seed=11, dtype=dtype)
+    x[500:520] = x[10:30]
+    x[300] = x[5]
+    expected = reference.jaccard_distance(x.double(), 20, 6)
+    out = jaccard_distance(x, 20, 6)
+    tol = EXACT if dtype == torch.float64 else {"rtol": 0.0, "atol": 1e-5}
+    torch.testing.assert_close(out.double(), expected, **tol)
+    dist, idx = jaccard_distance_topk(x, 20, 6, 30)
+    torch.testing.assert_close(dist.double(), expected.gather(1, idx), **tol)
+    torch.testing.assert_close(dist.double(), expected.sort(1).values[:, :30], **tol)
+
+
 def test_symmetric_exactly_and_zero_diagonal():
     x = clustered(300, 12, clusters=10, seed=3)
     out = jaccard_distance(x, 20, 6)
