@@ -93,7 +93,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    # on the default synthetic run the final training loss per iteration is 0.16-0.27 after
+    # 10 epochs (still falling) and 0.073-0.077 after 30; with true labels 1.38 / 0.080 and
+    # 0.070 after 40: 30 epochs is where the loss levels off
+    epochs: int = 30
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -105,7 +108,7 @@ class TrainConfig:
 class LocalizeSection:
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     class_threshold: float = 0.2
-    use_actionness: bool = True
+    use_actionness: bool = False  # see stovtal.models.cola_inference.LocalizeConfig
     oic_lambda: float = 0.25
     oic_gamma: float = 0.2
     nms_iou: float = 0.6

@@ -3,7 +3,8 @@
 Zhang et al., CVPR 2021 ("CoLA: Weakly-Supervised Temporal Action Localization with Snippet
 Contrastive Learning"); FEEL trains it on the pseudo-classes of its clusters.
 
-- Snippet embedding: ``Conv1d(C, E, 3) + ReLU`` over the snippet sequence.
+- Snippet embedding: ``Conv1d(C, E, 3) + ReLU`` over the snippet sequence, whose borders are
+  padded by replicating the first and last valid snippet (not zeros).
 - Class activation sequence (CAS): dropout + ``Conv1d(E, K, 1)`` -> ``[B, T, K]`` logits;
   actionness = sum of the CAS over classes ``[B, T]``.
 - Video-level scores: softmax over classes of the mean of the top-``k_easy`` CAS values per
@@ -93,7 +94,8 @@ class CoLA(nn.Module):
         if cfg.num_classes < 1 or cfg.in_dim < 1 or cfg.embed_dim < 1:
             raise ValueError(f"CoLA: bad sizes in {cfg}")
         self.cfg = cfg
-        self.embed = nn.Conv1d(cfg.in_dim, cfg.embed_dim, 3, padding=1)
+        # no zero padding: the borders of a video are padded by replication in forward
+        self.embed = nn.Conv1d(cfg.in_dim, cfg.embed_dim, 3, padding=0)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Conv1d(cfg.embed_dim, cfg.num_classes, 1, bias=False)
 
@@ -107,8 +109,7 @@ class CoLA(nn.Module):
             mask = torch.ones(b, t, dtype=torch.bool, device=feats.device)
         if mask.shape != (b, t) or mask.dtype != torch.bool:
             raise ValueError(f"CoLA: mask must be bool [B, T] = {(b, t)}, got {mask.dtype} {tuple(mask.shape)}")
-        x = feats * mask[:, None].to(feats.dtype)
-        emb = F.relu(self.embed(x))
+        emb = F.relu(self.embed(_replicate_borders(feats, mask)))
         cas = self.classifier(self.drop(emb)).transpose(1, 2)  # [B, T, K]
         emb = emb.transpose(1, 2)  # [B, T, E]
         actionness = cas.sum(2)
@@ -137,6 +138,24 @@ class CoLA(nn.Module):
         w = ((a - lo) / (hi - lo).clamp_min(1e-12)) * mask
         w = torch.where(w.sum(1, keepdim=True) > 0, w, mask.to(w.dtype))  # constant actionness
         return (out["embeddings"] * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+
+
+def _replicate_borders(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``feats`` ``[B, C, T]`` -> ``[B, C, T + 2]``: each video's first snippet repeated
+    before it and its last valid snippet repeated over the padding and one step beyond.
+
+    Zero padding would make the border snippets' activations systematically lower than the
+    interior's, and a per-video min-max normalisation at inference would then be set by the
+    borders rather than by the video's content. Masks must be prefixes (valid snippets
+    first), as :func:`stovtal.feel.localizer.pad_batch` makes them.
+    """
+    b, _, t = feats.shape
+    length = mask.sum(1)
+    steps = torch.arange(t, device=mask.device)
+    if (length < 1).any() or not torch.equal(mask, steps[None] < length[:, None]):
+        raise ValueError("CoLA: mask must mark a non-empty prefix of valid snippets in every video")
+    idx = torch.minimum(torch.arange(-1, t + 1, device=mask.device).clamp_min(0)[None], (length - 1)[:, None])
+    return torch.gather(feats, 2, idx[:, None, :].expand(b, feats.shape[1], t + 2))
 
 
 def _topk_mean_per_class(cas: torch.Tensor, k: torch.Tensor, mask: torch.Tensor):

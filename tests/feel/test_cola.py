@@ -50,6 +50,26 @@ def test_shapes_and_finite_losses_with_padding():
     torch.testing.assert_close(out2["video_scores"], out["video_scores"])
 
 
+def test_video_borders_are_replicated_not_zero_padded():
+    model, feats, mask, _ = _tiny()
+    model.eval()
+    # a constant video has constant activations, borders included (zero padding would not)
+    const = feats[:1, :, :1].expand(1, 8, 25).contiguous()
+    cas = model(const)["cas"][0]
+    torch.testing.assert_close(cas, cas[12:13].expand_as(cas))
+    # a video alone == the same video padded in a batch, on its valid snippets
+    with torch.no_grad():
+        batch = model(feats, mask)
+        alone = model(feats[1:2, :, :30])
+    for key in ("cas", "embeddings", "actionness"):
+        torch.testing.assert_close(batch[key][1, :30], alone[key][0])
+    torch.testing.assert_close(batch["video_scores"][1], alone["video_scores"][0])
+    holes = mask.clone()
+    holes[0, 5] = False
+    with pytest.raises(ValueError, match="prefix"):
+        model(feats, holes)
+
+
 def test_fit_one_batch_decreases_losses():
     model, feats, mask, labels = _tiny(seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
