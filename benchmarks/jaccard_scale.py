@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import sys
 import time
 
 import torch
 
 import stovtal
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _rss import peak_rss_bytes, reset_peak_rss  # noqa: E402
 
 
 def clustered_features(n: int, d: int, clusters: int, seed: int = 0) -> torch.Tensor:
@@ -44,15 +48,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x = clustered_features(args.n, args.d, clusters=max(1, args.n // 100))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    setup_peak = peak_rss_bytes()
+    base = reset_peak_rss()
     t0 = time.perf_counter()
     dist, idx = stovtal.ops.jaccard_distance_topk(x, args.k1, args.k2, args.m)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = max(setup_peak, peak_rss_bytes())
     print(json.dumps({
         "n": args.n, "d": args.d, "k1": args.k1, "k2": args.k2, "m": args.m,
         "threads": args.threads, "seconds": round(seconds, 1),
-        "peak_rss_bytes": peak, "peak_rss_beyond_setup_bytes": max(0, peak - base),
+        "peak_rss_bytes": peak, "peak_rss_beyond_setup_bytes": peak_rss_bytes() - base,
         "features_bytes": x.numel() * x.element_size(),
         "mean_dist_at_rank_1": float(dist[:, 1].mean()),
         "fraction_below_1": float((dist < 1).float().mean()),

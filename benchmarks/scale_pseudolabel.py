@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _rss import peak_rss_bytes  # noqa: E402
 
 PAPER_WEB_VIDEOS = 332_000
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                       desc=f"pseudo-label N={args.num_videos}")
         seconds = time.perf_counter() - t0
         done_here = len(unl.database)  # videos this process labelled (0 if all were done before)
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak_rss = peak_rss_bytes()
         per_rank = D.all_gather_objects({"videos": done_here, "seconds": seconds, "gen_seconds": unl.gen_seconds,
                                          "peak_rss_bytes": peak_rss})
         if not D.is_main_process():

@@ -4,7 +4,8 @@ same algorithm (benchmarks/jaccard_baseline.py, SpCL style).
 
 Run: PYTHONPATH=. pytest benchmarks/test_bench_jaccard.py --benchmark-only
 Each benchmark's ``extra_info["peak_rss_bytes"]`` is how far peak RSS rose
-above the features during one call, measured in a fresh process.
+above the features during one call, measured in a fresh process
+(``conftest.peak_rss``).
 
 The scale run (N = 200,000, m = 50; minutes) is skipped unless
 STOVTAL_BENCH_SCALE=1; it runs benchmarks/jaccard_scale.py in a subprocess
@@ -40,26 +41,6 @@ x = clustered_features({N}, {D}, clusters={N // 100})
 xn = x.numpy()
 """
 
-_PEAK = """
-import resource, time, torch, stovtal
-torch.set_num_threads(2)
-{setup}
-import gc; gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter()
-out = {call}
-t = time.perf_counter() - t0
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024, t)
-"""
-
-
-def peak_rss(call: str) -> int:
-    """Bytes by which peak RSS grows during ``call`` in a fresh process."""
-    code = _PEAK.format(setup=SETUP, call=call)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(res.stdout.split()[-2])
-
-
 @pytest.fixture(scope="module")
 def features():
     return clustered_features(N, D, clusters=N // 100)
@@ -71,16 +52,16 @@ def dense_ours(features):
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_stovtal_dense(benchmark, features):
-    benchmark.extra_info["peak_rss_bytes"] = peak_rss("stovtal.ops.jaccard_distance(x, 20, 6)")
+def test_stovtal_dense(benchmark, features, peak_rss):
+    benchmark.extra_info["peak_rss_bytes"] = peak_rss(SETUP, "stovtal.ops.jaccard_distance(x, 20, 6)")
     out = benchmark.pedantic(jaccard_distance, (features, K1, K2), rounds=3, iterations=1)
     assert out.shape == (N, N)
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_stovtal_topk(benchmark, features, dense_ours):
+def test_stovtal_topk(benchmark, features, dense_ours, peak_rss):
     benchmark.extra_info["peak_rss_bytes"] = peak_rss(
-        "stovtal.ops.jaccard_distance_topk(x, 20, 6, 50)"
+        SETUP, "stovtal.ops.jaccard_distance_topk(x, 20, 6, 50)"
     )
     values, indices = benchmark.pedantic(
         jaccard_distance_topk, (features, K1, K2, M), rounds=3, iterations=1
@@ -92,8 +73,8 @@ def test_stovtal_topk(benchmark, features, dense_ours):
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_numpy_dense(benchmark, features, dense_ours):
-    benchmark.extra_info["peak_rss_bytes"] = peak_rss("jaccard_distance_numpy(xn, 20, 6)")
+def test_numpy_dense(benchmark, features, dense_ours, peak_rss):
+    benchmark.extra_info["peak_rss_bytes"] = peak_rss(SETUP, "jaccard_distance_numpy(xn, 20, 6)")
     out = benchmark.pedantic(
         jaccard_distance_numpy, (features.numpy(), K1, K2), rounds=1, iterations=1
     )

@@ -22,6 +22,38 @@ namespace {
 
 constexpr int64_t kRowGrain = 64;
 
+// Screens a block of `lanes` keys (kLanes when full) of the symmetric kNN
+// search into key[] and says whether any is below its row's threshold:
+//   row side (kColumnSide false): one row, lanes columns:
+//       key[l] = norms[l] - 2 * dot[l], threshold thr[0];
+//   column side (kColumnSide true): lanes rows, one strip row:
+//       key[l] = norms[0] - 2 * dot[l], threshold thr[l].
+// Full blocks run as two fixed-length loops that the compiler vectorises
+// (a fused loop with a flag is not).
+template <typename scalar_t, int64_t kLanes, bool kColumnSide>
+inline bool screen_block(const scalar_t* __restrict norms, const scalar_t* __restrict dot,
+                         const scalar_t* __restrict thr, int64_t lanes,
+                         scalar_t* __restrict key) {
+  int hit = 0;
+  if (lanes == kLanes) {
+    if constexpr (kColumnSide) {
+      const scalar_t b = norms[0];
+      for (int64_t l = 0; l < kLanes; ++l) key[l] = b - 2 * dot[l];
+      for (int64_t l = 0; l < kLanes; ++l) hit |= key[l] < thr[l];
+    } else {
+      for (int64_t l = 0; l < kLanes; ++l) key[l] = norms[l] - 2 * dot[l];
+      const scalar_t t = thr[0];
+      for (int64_t l = 0; l < kLanes; ++l) hit |= key[l] < t;
+    }
+    return hit != 0;
+  }
+  for (int64_t l = 0; l < lanes; ++l) {
+    key[l] = norms[kColumnSide ? 0 : l] - 2 * dot[l];
+    hit |= key[l] < thr[kColumnSide ? l : 0];
+  }
+  return hit != 0;
+}
+
 // The kc smallest (key, index) pairs offered to each of n rows, kept lazily:
 // an offer below the row's threshold is appended to a buffer of 4 * kc
 // entries; a full buffer is cut back to its kc smallest (nth_element), whose
@@ -134,13 +166,7 @@ struct CpuBackend {
             const scalar_t* row = pg + (i - r0) * width;
             for (int64_t c0 = 0; c0 < width; c0 += kLanes) {
               const int64_t lanes = std::min(kLanes, width - c0);
-              const scalar_t thr = sel.thr[i];
-              bool any = false;
-              for (int64_t l = 0; l < lanes; ++l) {
-                key[l] = pn[r0 + c0 + l] - 2 * row[c0 + l];
-                any |= key[l] < thr;
-              }
-              if (!any) continue;
+              if (!screen_block<scalar_t, kLanes, false>(pn + r0 + c0, row + c0, sel.thr.data() + i, lanes, key)) continue;
               for (int64_t l = 0; l < lanes; ++l) {
                 if (key[l] < sel.thr[i]) sel.offer(i, key[l], r0 + c0 + l);
               }
@@ -156,13 +182,7 @@ struct CpuBackend {
             const scalar_t* thr = sel.thr.data() + c0;
             for (int64_t i = r0; i < r1; ++i) {
               const scalar_t* row = pg + (i - r0) * width + (c0 - r0);
-              const scalar_t bias = pn[i];
-              bool any = false;
-              for (int64_t l = 0; l < lanes; ++l) {
-                key[l] = bias - 2 * row[l];
-                any |= key[l] < thr[l];
-              }
-              if (!any) continue;
+              if (!screen_block<scalar_t, kLanes, true>(pn + i, row, thr, lanes, key)) continue;
               for (int64_t l = 0; l < lanes; ++l) {
                 if (key[l] < thr[l]) sel.offer(c0 + l, key[l], i);
               }
