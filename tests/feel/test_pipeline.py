@@ -12,7 +12,7 @@ from stovtal.eval import nmi
 from stovtal.feel.__main__ import main
 from stovtal.feel.config import load_config
 from stovtal.feel.data import load_feel_data
-from stovtal.feel.pipeline import StopRun, run_feel
+from stovtal.feel.pipeline import StopRun, nearest_names, run_feel
 
 TINY = [
     "iterations=2", "progress=false", "num_threads=1",
@@ -130,3 +130,27 @@ def test_cli_bad_config_and_bad_data(tmp_path, capsys):
                f"data.feature_dir={tmp_path}"])
     assert rc == 2 and "ann.json" in capsys.readouterr().err
     assert os.path.exists(tmp_path / "w")
+
+
+def test_cluster_names_are_centred_against_hub_names():
+    g = torch.Generator().manual_seed(0)
+    names = ["a", "b", "c", "d"]
+    protos = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=1)
+    # every name shares a component, and every video a larger offset that is closest to the
+    # hub "d" (a modality gap): uncentred, all clusters are named "d"
+    shared = torch.randn(16, generator=g)
+    emb = protos + 0.5 * shared
+    gap = 3.0 * emb[3]
+    labels = torch.arange(3).repeat_interleave(5)
+    videos = protos[labels] + gap + 0.05 * torch.randn(15, 16, generator=g)
+    uncentred = torch.nn.functional.normalize(videos, dim=1)
+    clusters = [uncentred[labels == c].mean(0) for c in range(3)]
+    assert all(int((c @ torch.nn.functional.normalize(emb, dim=1).T).argmax()) == 3 for c in clusters)
+    named = nearest_names(videos, labels, emb, names)
+    assert [r["name"] for r in named] == ["a", "b", "c"]
+    assert [r["size"] for r in named] == [5, 5, 5]
+    # an empty cluster id gets no name; a dimension mismatch is an error
+    named = nearest_names(videos, torch.where(labels == 1, 2, labels), emb, names)
+    assert named[1] == {"cluster": 1, "size": 0, "name": None}
+    with pytest.raises(ValueError, match="dim"):
+        nearest_names(videos[:, :8], labels, emb, names)
