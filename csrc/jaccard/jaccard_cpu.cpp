@@ -166,7 +166,10 @@ struct CpuBackend {
             const scalar_t* row = pg + (i - r0) * width;
             for (int64_t c0 = 0; c0 < width; c0 += kLanes) {
               const int64_t lanes = std::min(kLanes, width - c0);
-              if (!screen_block<scalar_t, kLanes, false>(pn + r0 + c0, row + c0, sel.thr.data() + i, lanes, key)) continue;
+              if (!screen_block<scalar_t, kLanes, false>(pn + r0 + c0, row + c0,
+                                                         sel.thr.data() + i, lanes, key)) {
+                continue;
+              }
               for (int64_t l = 0; l < lanes; ++l) {
                 if (key[l] < sel.thr[i]) sel.offer(i, key[l], r0 + c0 + l);
               }
