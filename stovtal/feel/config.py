@@ -61,6 +61,14 @@ class DataConfig:
 
 @dataclass
 class ClusterConfig:
+    """k-means (``num_clusters``, ``n_init`` restarts, ``max_iter``) and CCI (:mod:`stovtal.feel.cci`).
+
+    ``k1``/``k2``: the k-reciprocal Jaccard distance's neighbourhood sizes; ``lam``: weight of
+    the Jaccard term in the combined distance. ``lam=0`` switches CCI off (k-means labels and
+    the Euclidean margin as confidence): the ablation. Up to ``dense_limit`` videos + centroids
+    the dense Jaccard op is used, beyond it the top-``topk_m`` op.
+    """
+
     num_clusters: int = 0  # 0: the number of classes of the vocabulary
     n_init: int = 10
     max_iter: int = 300
