@@ -137,6 +137,10 @@ class RetrainConfig:
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
         refresh_every: re-pseudo-label the unlabelled videos with the teacher every R epochs
             (online self-training); 0: never.
+        labelled_fraction: 0 (the authors' choice): each epoch is the plain union, each video
+            once, so the labelled share falls as unlabelled videos are added; in (0, 1): every
+            epoch (same length) has this share of labelled videos, repeated as needed, and
+            pseudo-labelled ones subsampled (``stovtal.selftrain.teacher.FixedShareEpochs``).
     """
 
     train: dict[str, Any] = field(default_factory=lambda: {"epochs": 6})
@@ -144,6 +148,7 @@ class RetrainConfig:
     student_init: str = "scratch"
     consistency_weight: float = 0.0
     refresh_every: int = 0
+    labelled_fraction: float = 0.0
 
 
 @dataclass
@@ -280,6 +285,8 @@ def validate(cfg: SelfTrainConfig, check_paths: bool = True) -> None:
           f"must be one of {STUDENT_INITS}, got {r.student_init!r}")
     _need(r.consistency_weight >= 0, "retrain.consistency_weight", f"must be >= 0, got {r.consistency_weight}")
     _need(r.refresh_every >= 0, "retrain.refresh_every", f"must be >= 0, got {r.refresh_every}")
+    _need(0.0 <= r.labelled_fraction < 1.0, "retrain.labelled_fraction",
+          f"must be in [0, 1), got {r.labelled_fraction}")
     e = cfg.eval
     _need(len(e.tiou_thresholds) > 0, "eval.tiou_thresholds", "must not be empty")
     for t in e.tiou_thresholds:

@@ -175,7 +175,10 @@ class Context:
         return fingerprint({"base": self.fp_base(), "pseudo": p, "n": n, "unl": self.data.source})
 
     def fp_retrain(self, n: int) -> str:
-        return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": dataclasses.asdict(self.cfg.retrain)})
+        r = dataclasses.asdict(self.cfg.retrain)
+        if r["labelled_fraction"] == 0:  # the plain union, as before the option existed
+            r.pop("labelled_fraction")
+        return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": r})
 
     def fp_eval(self) -> str:
         return fingerprint({"eval": dataclasses.asdict(self.cfg.eval), "data": self.data.source})
@@ -357,7 +360,8 @@ def stage_retrain(ctx: Context, n: int) -> str:
     pseudo = PseudoLabelledSet(make, pl["database"])
     trainer = make_trainer(student, base_state, ctx.labelled_dataset(), pseudo, tcfg, out_dir,
                            teacher_decay=r.teacher_decay, consistency_weight=r.consistency_weight,
-                           refresh_every=r.refresh_every, refresh=refresh, log=ctx.log)
+                           refresh_every=r.refresh_every, refresh=refresh,
+                           labelled_fraction=r.labelled_fraction, log=ctx.log)
     t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():

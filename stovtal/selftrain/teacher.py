@@ -13,7 +13,10 @@ Beyond the authors' code:
   of a batch (the student sees them with its dropout / drop-path active, the teacher in eval);
 - online self-training (``refresh_every`` = R): every R epochs the teacher pseudo-labels the
   unlabelled videos again (sharded and resumable like the first pass, one directory per refresh)
-  and the pseudo-labelled part of the training set switches to the new labels.
+  and the pseudo-labelled part of the training set switches to the new labels;
+- a fixed labelled share per epoch (``labelled_fraction``, :class:`FixedShareEpochs`): with many
+  more pseudo-labelled than labelled videos the plain union is dominated by the pseudo-labels'
+  noise; this keeps the human labels' share constant whatever the number of web videos.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 __all__ = [
     "ConsistencyLoss",
+    "FixedShareEpochs",
     "PseudoLabelledSet",
     "SourceTagged",
     "actionness_consistency",
@@ -92,6 +96,60 @@ class PseudoLabelledSet(Dataset):
         return {**self.dataset[i], "pseudo": True}
 
 
+class FixedShareEpochs(Dataset):
+    """Labelled + pseudo-labelled videos, redrawn every epoch with a fixed labelled share.
+
+    An epoch has ``len(labelled) + len(pseudo)`` items (the plain union's length, so the same
+    number of steps), of which ``round(fraction * length)`` (at least 1, at most length - 1) are
+    labelled videos and the rest pseudo-labelled ones. Each source is drawn in whole shuffled
+    passes: every video of a source appears ``floor`` or ``ceil`` of its mean number of times, so
+    labelled videos are repeated and pseudo-labelled ones subsampled when ``fraction`` exceeds
+    the natural share ``len(labelled) / length``. The draw is a function of ``(seed, epoch)``
+    only (:meth:`set_epoch`), so every DDP rank and a resumed run see the same epochs. Items carry
+    ``"pseudo": bool`` like :class:`SourceTagged`.
+    """
+
+    def __init__(self, labelled: Dataset, pseudo: Dataset, fraction: float, seed: int):
+        n_l, n_p = len(labelled), len(pseudo)  # type: ignore[arg-type]
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"labelled fraction must be in (0, 1), got {fraction}")
+        if n_l == 0 or n_p == 0:
+            raise ValueError(f"a fixed labelled share needs labelled and pseudo-labelled videos, "
+                             f"got {n_l} and {n_p}")
+        self.labelled, self.pseudo = labelled, pseudo
+        self.length = n_l + n_p
+        self.num_labelled = min(max(round(fraction * self.length), 1), self.length - 1)
+        self.seed = int(seed)
+        self.epoch = -1
+        self.set_epoch(0)
+
+    @staticmethod
+    def _passes(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+        reps = -(-count // n)
+        return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:count]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the items of ``epoch`` (0-based)."""
+        if epoch == self.epoch:
+            return
+        from stovtal.engine.seed import epoch_seed
+
+        gen = torch.Generator()
+        # a stream apart from the trainer's own epoch shuffle (which uses epoch_seed(seed, epoch))
+        gen.manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED_F1E1D)
+        lab = self._passes(len(self.labelled), self.num_labelled, gen)  # type: ignore[arg-type]
+        pse = self._passes(len(self.pseudo), self.length - self.num_labelled, gen)  # type: ignore[arg-type]
+        self.items = [(False, int(i)) for i in lab] + [(True, int(i)) for i in pse]
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        is_pseudo, j = self.items[i]
+        return {**(self.pseudo if is_pseudo else self.labelled)[j], "pseudo": is_pseudo}
+
+
 def actionness_consistency(student: nn.Module, teacher: nn.Module, feats: torch.Tensor,
                            masks: torch.Tensor) -> torch.Tensor:
     """Mean over valid pyramid positions of ``(sigmoid(s) - sigmoid(t))^2`` (teacher detached)."""
@@ -134,6 +192,7 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
                  pseudo: PseudoLabelledSet, train_cfg: Any, workdir: str | os.PathLike, *,
                  teacher_decay: float = 0.999, consistency_weight: float = 0.0,
                  refresh_every: int = 0, refresh: Callable[[nn.Module, int], Mapping[str, Any]] | None = None,
+                 labelled_fraction: float = 0.0,
                  log: Callable[[str], None] = print, extra_state: dict[str, Any] | None = None):
     """A :class:`stovtal.engine.Trainer` for the Mean Teacher (see the module docstring).
 
@@ -143,6 +202,8 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
         labelled: class-agnostic labelled dataset; pseudo: the pseudo-labelled videos.
         refresh: ``(teacher, epoch) -> pseudo-label database`` (used when ``refresh_every`` > 0;
             must be idempotent: a resumed run calls it again for the last refresh epoch).
+        labelled_fraction: 0 trains on the plain union (each video once per epoch); in (0, 1)
+            a fixed labelled share per epoch (:class:`FixedShareEpochs`, seeded by the run seed).
     """
     from stovtal.data import collate_videos
     from stovtal.engine import ModelEMA, Trainer
@@ -150,7 +211,11 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
     if refresh_every > 0 and refresh is None:
         raise ValueError("refresh_every > 0 needs a refresh function")
     teacher = ModelEMA(student, decay=teacher_decay, warmup=False, init_state=dict(base_state))
-    train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
+    train_set: Dataset
+    if labelled_fraction > 0:
+        train_set = FixedShareEpochs(labelled, pseudo, labelled_fraction, train_cfg.seed)
+    else:
+        train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
 
     class MeanTeacherTrainer(Trainer):
         def train_one_epoch(self) -> dict[str, float]:
@@ -159,6 +224,8 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
                 if last > 0 and pseudo.version != last:
                     pseudo.set_labels(refresh(self.ema.module, last)["database"], last)
                     self.model.train()
+            if isinstance(train_set, FixedShareEpochs):
+                train_set.set_epoch(self.epoch)
             return super().train_one_epoch()
 
     loss_fn = ConsistencyLoss(lambda: teacher.module, consistency_weight)

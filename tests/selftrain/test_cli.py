@@ -30,6 +30,8 @@ def test_help_lists_the_options():
     ("pseudo.threshold_mode=bogus", "pseudo.threshold_mode"),
     ("retrain.teacher_decay=1.5", "retrain.teacher_decay"),
     ("retrain.student_init=nothing", "retrain.student_init"),
+    ("retrain.labelled_fraction=1.0", "retrain.labelled_fraction"),
+    ("retrain.labelled_fraction=-0.2", "retrain.labelled_fraction"),
     ("eval.tiou_thresholds=[0.5,1.5]", "eval.tiou_thresholds"),
     ("train.epochs=0", "train"),
     ("model.window=4", "model"),

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from stovtal.models import ActionLocalizer, LocalizerConfig
 from stovtal.selftrain.teacher import (
     ConsistencyLoss,
+    FixedShareEpochs,
     PseudoLabelledSet,
     actionness_consistency,
     make_trainer,
@@ -120,3 +121,71 @@ def test_refresh_every_needs_a_function(tmp_path):
     with pytest.raises(ValueError, match="refresh"):
         make_trainer(m, m.state_dict(), Items(2, 0, "l"), PseudoLabelledSet(lambda db: Items(2, 1, "p"), {}),
                      _train_cfg(), tmp_path, refresh_every=2)
+
+
+def _epoch_counts(ds: FixedShareEpochs):
+    from collections import Counter
+
+    items = [ds[i] for i in range(len(ds))]
+    lab = Counter(it["video_id"] for it in items if not it["pseudo"])
+    pse = Counter(it["video_id"] for it in items if it["pseudo"])
+    return lab, pse
+
+
+@pytest.mark.parametrize("n_l,n_p,fraction", [(3, 40, 0.5), (5, 7, 0.25), (10, 4, 0.5), (4, 200, 0.1)])
+def test_fixed_share_epochs_keep_the_share(n_l, n_p, fraction):
+    ds = FixedShareEpochs(Items(n_l, 0, "l"), Items(n_p, 1, "p"), fraction, seed=3)
+    length = n_l + n_p
+    assert len(ds) == length  # the plain union's length: same number of steps
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        lab, pse = _epoch_counts(ds)
+        n_lab = min(max(round(fraction * length), 1), length - 1)
+        assert sum(lab.values()) == n_lab and sum(pse.values()) == length - n_lab
+        assert all(v.startswith("l") for v in lab) and all(v.startswith("p") for v in pse)
+        # whole shuffled passes: every video of a source appears floor or ceil of its mean count
+        for counts, tag, n in ((lab, "l", n_l), (pse, "p", n_p)):
+            per_video = [counts.get(f"{tag}{i}", 0) for i in range(n)]
+            assert max(per_video) - min(per_video) <= 1
+
+
+def test_fixed_share_epochs_are_a_function_of_seed_and_epoch():
+    a = FixedShareEpochs(Items(3, 0, "l"), Items(30, 1, "p"), 0.5, seed=0)
+    b = FixedShareEpochs(Items(3, 0, "l"), Items(30, 1, "p"), 0.5, seed=0)
+    c = FixedShareEpochs(Items(3, 0, "l"), Items(30, 1, "p"), 0.5, seed=1)
+    first = list(a.items)
+    a.set_epoch(1)
+    assert a.items != first  # a new draw every epoch: other pseudo-labelled videos
+    a.set_epoch(0)
+    assert a.items == first
+    b.set_epoch(4)
+    a.set_epoch(4)
+    assert a.items == b.items  # a resumed run (new instance) sees the same epoch
+    c.set_epoch(4)
+    assert c.items != a.items
+
+
+def test_fixed_share_epochs_bad_input():
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        FixedShareEpochs(Items(2, 0, "l"), Items(2, 1, "p"), 1.0, seed=0)
+    with pytest.raises(ValueError, match="needs labelled and pseudo-labelled"):
+        FixedShareEpochs(Items(0, 0, "l"), Items(2, 1, "p"), 0.5, seed=0)
+
+
+def test_trainer_redraws_the_fixed_share_every_epoch(tmp_path):
+    torch.manual_seed(0)
+    m = ActionLocalizer(LocalizerConfig(**TINY))
+    trainer = make_trainer(m, copy.deepcopy(m.state_dict()), Items(2, 0, "l"),
+                           PseudoLabelledSet(lambda db: Items(10, 1, "p"), {}), _train_cfg(epochs=3), tmp_path,
+                           labelled_fraction=0.5, log=lambda s: None)
+    ds = trainer.train_set
+    assert isinstance(ds, FixedShareEpochs) and len(ds) == 12 and trainer.iters_per_epoch == 3
+    seen = []
+    for _ in range(3):
+        trainer.train_one_epoch()
+        seen.append((ds.epoch, list(ds.items)))
+        trainer.epoch += 1
+    assert [e for e, _ in seen] == [0, 1, 2]
+    assert seen[0][1] != seen[1][1] != seen[2][1]
+    for _, items in seen:
+        assert sum(not p for p, _ in items) == 6
