@@ -165,6 +165,23 @@ __global__ void distance_rows_kernel(const int64_t* __restrict__ ptr, const int3
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
+// The sets the kNN search and V are computed from. knn_rank proves its
+// candidates with a rounding bound of IEEE float32 keys; with TF32 matmuls
+// allowed (torch.backends.cuda.matmul.fp32_precision = "tf32", e.g. after
+// torch.set_float32_matmul_precision("high")) cuBLAS rounds the inputs of the
+// float32 key matmul to 10 mantissa bits, far beyond that bound, so a
+// "proven" candidate set can miss a true neighbour. Those sets are then
+// searched in float64 (never TF32): every later stage computes in double from
+// the same values, so the result is the one of the float32 path.
+at::Tensor search_sets(const at::Tensor& x) {
+  if (x.scalar_type() == at::kFloat &&
+      at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+          at::Float32Precision::TF32) {
+    return x.to(at::kDouble);
+  }
+  return x;
+}
+
 struct CudaBackend {
   // row blocks of keys with at::topk: the GPU has the matmul throughput to
   // spare, and a running per-row selection would serialise on the heaps
@@ -330,8 +347,9 @@ at::Tensor jaccard_distance_cuda(const at::Tensor& features, int64_t k1, int64_t
   const at::Tensor x = as_sets(features, d);
   at::Tensor out = at::empty({d.batch, d.n, d.n}, x.options());
   if (d.batch > 0) {
-    const at::Tensor rank = knn_rank<CudaBackend>(x, k1);
-    const Csr v = build_v<CudaBackend>(x, rank, k1, k2);
+    const at::Tensor xs = search_sets(x);
+    const at::Tensor rank = knn_rank<CudaBackend>(xs, k1);
+    const Csr v = build_v<CudaBackend>(xs, rank, k1, k2);
     at::Tensor flat = out.view({d.batch * d.n, d.n});
     for_distance_blocks(v, d.n, [&](int64_t r0, const at::Tensor& w) {
       flat.narrow(0, r0, w.size(0)).copy_(w);
@@ -352,8 +370,9 @@ std::tuple<at::Tensor, at::Tensor> jaccard_distance_topk_cuda(const at::Tensor& 
   at::Tensor dist = at::empty({d.batch, d.n, m}, x.options());
   at::Tensor idx = at::empty({d.batch, d.n, m}, x.options().dtype(at::kLong));
   if (d.batch > 0) {
-    const at::Tensor rank = knn_rank<CudaBackend>(x, k1);
-    const Csr v = build_v<CudaBackend>(x, rank, k1, k2);
+    const at::Tensor xs = search_sets(x);
+    const at::Tensor rank = knn_rank<CudaBackend>(xs, k1);
+    const Csr v = build_v<CudaBackend>(xs, rank, k1, k2);
     at::Tensor flat_d = dist.view({d.batch * d.n, m});
     at::Tensor flat_i = idx.view({d.batch * d.n, m});
     for_distance_blocks(v, d.n, [&](int64_t r0, const at::Tensor& w) {
