@@ -2,6 +2,7 @@
 // thread per output element (roi, channel, bin); float16/bfloat16 compute
 // in float32. The backward scatters with atomic adds into a gradient buffer
 // in the accumulation type (float for the half types), converted at the end.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -118,6 +119,9 @@ at::Tensor roi_align_1d_backward_cuda(const at::Tensor& grad_in, const at::Tenso
   at::Tensor acc = at::zeros({batch, channels, length}, grad.options().dtype(acc_type));
   const int64_t n = grad.numel();
   if (n > 0) {
+    // atomic adds in a varying order: the gradient is not bit-reproducible (as torchvision's
+    // roi_align backward, this errors or warns under torch.use_deterministic_algorithms)
+    at::globalContext().alertNotDeterministic("roi_align_1d_backward_cuda");
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_1d_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
