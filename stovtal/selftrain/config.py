@@ -137,10 +137,13 @@ class RetrainConfig:
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
         refresh_every: re-pseudo-label the unlabelled videos with the teacher every R epochs
             (online self-training); 0: never.
-        labelled_fraction: 0 (the authors' choice): each epoch is the plain union, each video
-            once, so the labelled share falls as unlabelled videos are added; in (0, 1): every
-            epoch (same length) has this share of labelled videos, repeated as needed, and
-            pseudo-labelled ones subsampled (``stovtal.selftrain.teacher.FixedShareEpochs``).
+        labelled_fraction: in (0, 1): every retraining epoch (the plain union's length) has
+            this share of labelled videos, repeated as needed, and pseudo-labelled ones
+            subsampled (``stovtal.selftrain.teacher.FixedShareEpochs``); 0: the plain union,
+            each video once per epoch (the authors' choice), whose labelled share falls as
+            unlabelled videos are added. Default 0.5 (equal shares, fixed before measuring): on
+            the synthetic world (1,000 web videos, seeds 0-2) it kept CB within 0.2 of the base
+            model where the union lost 1.3 on average, with CN +7.2 against +6.5.
     """
 
     train: dict[str, Any] = field(default_factory=lambda: {"epochs": 6})
@@ -148,7 +151,7 @@ class RetrainConfig:
     student_init: str = "scratch"
     consistency_weight: float = 0.0
     refresh_every: int = 0
-    labelled_fraction: float = 0.0
+    labelled_fraction: float = 0.5
 
 
 @dataclass

@@ -176,7 +176,7 @@ class Context:
 
     def fp_retrain(self, n: int) -> str:
         r = dataclasses.asdict(self.cfg.retrain)
-        if r["labelled_fraction"] == 0:  # the plain union, as before the option existed
+        if r["labelled_fraction"] == 0:  # the plain union: work directories made before the option match
             r.pop("labelled_fraction")
         return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": r})
 

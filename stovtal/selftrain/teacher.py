@@ -212,9 +212,13 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
         raise ValueError("refresh_every > 0 needs a refresh function")
     teacher = ModelEMA(student, decay=teacher_decay, warmup=False, init_state=dict(base_state))
     train_set: Dataset
-    if labelled_fraction > 0:
+    n_l, n_p = len(labelled), len(pseudo)  # type: ignore[arg-type]
+    if labelled_fraction > 0 and n_l > 0 and n_p > 0:
         train_set = FixedShareEpochs(labelled, pseudo, labelled_fraction, train_cfg.seed)
     else:
+        if labelled_fraction > 0:
+            log(f"retraining on the plain union: no share to fix with {n_l} labelled and {n_p} "
+                "pseudo-labelled videos")
         train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
 
     class MeanTeacherTrainer(Trainer):

@@ -87,8 +87,8 @@ def test_rerun_skips_and_config_change_is_an_error(tiny_run):
     run_stage(ctx3, "base")  # the base model does not depend on the threshold
     with pytest.raises(ConfigError, match="different configuration"):
         run_stage(ctx3, "pseudolabel")
-    # the labelled share of the retraining epochs is part of the retraining's identity
-    mixed = make_context(load_config(None, [*TINY, "retrain.labelled_fraction=0.5"]), ctx.workdir, log=logs.append)
+    # the labelled share of the retraining epochs (default 0.5) is part of the retraining's identity
+    mixed = make_context(load_config(None, [*TINY, "retrain.labelled_fraction=0"]), ctx.workdir, log=logs.append)
     run_stage(mixed, "pseudolabel")
     with pytest.raises(ConfigError, match="different configuration"):
         run_stage(mixed, "retrain")

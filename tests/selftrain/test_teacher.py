@@ -189,3 +189,12 @@ def test_trainer_redraws_the_fixed_share_every_epoch(tmp_path):
     assert seen[0][1] != seen[1][1] != seen[2][1]
     for _, items in seen:
         assert sum(not p for p, _ in items) == 6
+
+
+def test_fixed_share_without_pseudo_labelled_videos_falls_back_to_the_union(tmp_path):
+    m = ActionLocalizer(LocalizerConfig(**TINY))
+    logs: list[str] = []
+    trainer = make_trainer(m, m.state_dict(), Items(4, 0, "l"), PseudoLabelledSet(lambda db: Items(0, 1, "p"), {}),
+                           _train_cfg(), tmp_path, labelled_fraction=0.5, log=logs.append)
+    assert not isinstance(trainer.train_set, FixedShareEpochs) and len(trainer.train_set) == 4
+    assert any("plain union" in line for line in logs)
