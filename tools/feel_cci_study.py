@@ -11,7 +11,8 @@ prints, against the hidden labels:
   (Hungarian matching of clusters to classes) to set beside ``knn_purity``.
 - ``precision@p``: of the ``p`` most confident videos per cluster (as IIS selects them), the
   fraction whose true class is the cluster's majority class, for the Euclidean margin of plain
-  k-means and the combined-distance margin of CCI (random selection gives the overall purity).
+  k-means (``cci_refine`` with ``lam=0``, as ``cluster.lam=0`` runs) and the combined-distance
+  margin of CCI (random selection gives the overall purity).
 
 Usage: ``python tools/feel_cci_study.py --world-seeds 7 8 --num-web 300 1000``
 """
@@ -28,7 +29,7 @@ from stovtal.data.synthetic import SyntheticConfig, SyntheticWorld
 from stovtal.eval import cluster_accuracy, nmi
 from stovtal.feel.cci import cci_refine
 from stovtal.feel.iis import select_per_cluster
-from stovtal.feel.kmeans import kmeans, pairwise_sq_dist
+from stovtal.feel.kmeans import kmeans
 
 
 def video_features(world_seed: int, num_web: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -76,11 +77,10 @@ def main() -> None:
             for s in range(args.seeds):
                 km = kmeans(x, args.num_clusters, 10, 300, seed=s)
                 cci = cci_refine(x, km.centroids, args.k1, args.k2, args.lam)
-                two = pairwise_sq_dist(x, F.normalize(km.centroids, dim=1)).topk(2, dim=1, largest=False)
-                margin = two.values[:, 1] - two.values[:, 0]
+                plain = cci_refine(x, km.centroids, lam=0.0)  # CCI off: the pipeline's ablation
                 a, b = nmi(y, km.labels.numpy()), nmi(y, cci.labels.numpy())
                 prec = "  ".join(
-                    f"precision@{p:g} k-means {selection_precision(y, km.labels, margin, p):.3f}"
+                    f"precision@{p:g} k-means {selection_precision(y, plain.labels, plain.confidence, p):.3f}"
                     f" CCI {selection_precision(y, cci.labels, cci.confidence, p):.3f}"
                     for p in args.fractions)
                 acc = cluster_accuracy(y, km.labels.numpy())[0]
