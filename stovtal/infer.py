@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-from stovtal.config import Config, load_config
+from stovtal.config import Config, load, load_config, validate
 from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
@@ -89,12 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if "run_config" not in mf.meta:
             raise ValueError(f"{args.ckpt}: the checkpoint carries no run config; pass --config")
-        from omegaconf import OmegaConf
-
-        merged = OmegaConf.merge(OmegaConf.structured(Config), mf.meta["run_config"],
-                                 OmegaConf.from_dotlist(args.overrides))
-        cfg = OmegaConf.to_object(merged)
-        assert isinstance(cfg, Config)
+        cfg = load(Config, None, args.overrides, stored=mf.meta["run_config"])
+        validate(cfg)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(args.device)
@@ -104,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _vocab_names(args, spec.classes)
     vocab = build_vocabulary(cfg, spec, names)
     classifier = classifier_from_checkpoint(cfg, spec, mf.meta, args.ckpt)
-    loader = build_loader(build_dataset(spec, subset), cfg.data.batch_size_eval, cfg.train.num_workers)
+    loader = build_loader(build_dataset(spec, subset), cfg.eval.batch_size, cfg.train.num_workers)
     proposals = predict_segments(model, loader, classifier=classifier, progress=True, desc=f"infer {subset or 'all'}")
     preds = classify_segments(proposals, classifier, vocab)
     atomic_write_json(args.out, preds)
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if not any(info.get("annotations") for info in db.values()):
             raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
         results = evaluate_on_test(cfg, spec, model, subset=subset, classifier=classifier)
-        print(format_results_table(results, list(cfg.data.tiou_thresholds)))
+        print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
         if args.eval_json:
             atomic_write_json(args.eval_json, results, indent=1)
     return 0

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from stovtal.config import load_config, to_yaml
+from stovtal.config import load_config, to_dict, to_yaml
 from stovtal.data import collate_videos
 from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
@@ -37,7 +37,6 @@ from stovtal.engine.builders import (
 )
 from stovtal.engine.run import (
     base_training_annotations,
-    config_to_dict,
     evaluate_on_test,
     format_results_table,
     load_localizer,
@@ -57,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         + to_yaml(Config()),
     )
     p.add_argument("--config", default="synthetic",
-                   help="YAML file or shipped config name (synthetic, synthetic_tiny, thumos14, "
-                   "activitynet, fineaction); default: synthetic")
+                   help="YAML file or shipped config name (synthetic, thumos14, activitynet, "
+                   "fineaction); default: synthetic")
     p.add_argument("--workdir", default=None, help="output directory (overrides the config's workdir)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt if it exists")
     p.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                   help="no progress bars (same as train.progress=false)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
     return p
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from stovtal.engine import distributed as D
 
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["train.progress=false"] if args.no_progress else [])])
     with D.distributed_session(cfg.train.device):
         return _main(args, cfg, D.is_main_process())
 
@@ -94,15 +95,15 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
     model = build_localizer(cfg, spec)
     evaluate = None
     if spec.val_subset:
-        val_loader = build_loader(build_dataset(spec, spec.val_subset), cfg.data.batch_size_eval)
+        val_loader = build_loader(build_dataset(spec, spec.val_subset), cfg.eval.batch_size)
         val_db = subset_database(spec, spec.val_subset)
 
         def evaluate(m):
             props = predict_segments(m, val_loader)
-            r = class_agnostic_map(props, {v: val_db[v] for v in props}, list(cfg.data.tiou_thresholds))
+            r = class_agnostic_map(props, {v: val_db[v] for v in props}, list(cfg.eval.tiou_thresholds))
             return {"score": r["average_mAP"], "class_agnostic_avg_mAP": r["average_mAP"]}
 
-    extra_state = {"config": config_to_dict(cfg)}
+    extra_state = {"config": to_dict(cfg)}
     classifier, adapter_stats = None, None
     if cfg.classifier.adapter:
         # independent of the localizer (runs under its own seeded RNG, the same on every rank);
@@ -129,7 +130,7 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
     if adapter_stats is not None:
         results["adapter"] = adapter_stats
     atomic_write_json(os.path.join(cfg.workdir, "eval.json"), results, indent=1)
-    print(format_results_table(results, list(cfg.data.tiou_thresholds)))
+    print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
     return 0
 
 

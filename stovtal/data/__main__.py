@@ -35,7 +35,7 @@ def _world(args: argparse.Namespace) -> int:
                             "num_train": args.num_train, "num_web": args.num_web,
                             "num_test": args.num_test, "feat_dim": args.feat_dim}.items()
           if v is not None}
-    root = SyntheticWorld(SyntheticConfig(**kw)).write(args.root, progress=not args.quiet)
+    root = SyntheticWorld(SyntheticConfig(**kw)).write(args.root, progress=not args.no_progress)
     print(f"synthetic world written to {root}")
     return 0
 
@@ -44,7 +44,7 @@ def _web(args: argparse.Namespace) -> int:
     from .synthetic import SyntheticWorld
 
     out = SyntheticWorld.from_root(args.root).write_web(args.root, args.num_videos, shard=args.shard,
-                                                        progress=not args.quiet)
+                                                        progress=not args.no_progress)
     if out is None:
         print(f"this worker's web shards are written; other workers' shards are still missing "
               f"(rerun any worker after they finish to write web-{args.num_videos}.json)")
@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--num-web", type=int, default=None)
     w.add_argument("--num-test", type=int, default=None)
     w.add_argument("--feat-dim", type=int, default=None)
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     w.set_defaults(func=_world)
     b = sub.add_parser("web", help="add web videos 0..N-1 to a written synthetic world, in shards")
     b.add_argument("--root", required=True, help="a written world (python -m stovtal.data world)")
     b.add_argument("--num-videos", type=int, required=True)
     b.add_argument("--shard", default=None, help="worker i of n ('i/n', 0-based): write every n-th shard")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     b.set_defaults(func=_web)
     args = parser.parse_args(argv)
     try:

@@ -10,12 +10,12 @@ the text encoder stays frozen.
 
 Because the video-language features are frozen, each segment is pooled once and the adapter is
 trained on the pooled ``[N, C]`` matrix (exactly what
-:meth:`~stovtal.models.classifier.OpenVocabClassifier.adapter_loss` computes per batch).
+:meth:`~stovtal.models.classifier.OpenVocabClassifier.pooled_adapter_loss` takes).
 
 The adapter is stored in the run's checkpoints under ``"classifier"`` (see :func:`adapter_state`)
 and restored by :func:`classifier_from_checkpoint`, which ``python -m stovtal.infer`` and the test
 evaluation of ``python -m stovtal.train`` use. With ``classifier.adapter=false`` (the default) the
-classifier has no parameters and any stored adapter is ignored: zero-shot, as before.
+classifier has no parameters and any stored adapter is ignored: zero-shot.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from stovtal.config import AdapterTrainConfig
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 
 from .builders import DataSpec, build_classifier, build_dataset, build_loader, build_vocabulary
@@ -45,33 +46,6 @@ __all__ = [
 ]
 
 CHECKPOINT_KEY = "classifier"
-
-
-@dataclass
-class AdapterTrainConfig:
-    """Optimisation of the classifier adapter (used only with ``classifier.adapter=true``).
-
-    AdamW with a cosine learning-rate decay over ``epochs`` passes over the pooled ground-truth
-    segments of the labelled base-class videos, in shuffled mini-batches of ``batch_size``
-    segments; ``seed`` fixes the adapter's initialisation and the shuffling (the global RNG is
-    left as it was, so the localizer's training does not depend on whether an adapter is trained).
-    """
-
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"adapter.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"adapter.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"adapter.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"adapter.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @torch.no_grad()
@@ -184,7 +158,7 @@ def fit_adapter(cfg: Any, spec: DataSpec, log: Callable[[str], None] | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(acfg.seed)
         classifier = build_classifier(cfg, spec).to(device)
-        pooled, labels = pool_ground_truth(classifier, dataset, cfg.data.batch_size_eval, device)
+        pooled, labels = pool_ground_truth(classifier, dataset, cfg.eval.batch_size, device)
         acc_before = segment_accuracy(classifier, pooled, labels, vocab)
         history = train_adapter(classifier, pooled, labels, vocab, acfg, device, log)
         acc_after = segment_accuracy(classifier, pooled, labels, vocab)

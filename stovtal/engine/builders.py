@@ -59,12 +59,12 @@ class DataSpec:
 
 def resolve_data(cfg: Any, progress: bool = False) -> DataSpec:
     """``cfg``: a :class:`stovtal.config.DataConfig`. For the synthetic world, writes it if needed."""
-    if cfg.synthetic:
+    if cfg.is_synthetic:
         from stovtal.data.synthetic import SyntheticConfig, ensure_world
 
         world_cfg = SyntheticConfig.from_dict(dict(cfg.world)) if cfg.world else SyntheticConfig()
-        meta = ensure_world(cfg.world_dir, world_cfg, progress=progress)
-        root = os.fspath(cfg.world_dir)
+        root = os.fspath(cfg.world_dir or "runs/synthetic_world")
+        meta = ensure_world(root, world_cfg, progress=progress)
         return DataSpec(
             annotation_file=os.path.join(root, "annotations.json"),
             feature_dir=os.path.join(root, "features"),
@@ -86,12 +86,12 @@ def resolve_data(cfg: Any, progress: bool = False) -> DataSpec:
     overlap = set(base) & set(novel)
     if overlap:
         raise ValueError(f"classes both base and novel: {sorted(overlap)}")
-    if not os.path.isfile(cfg.annotation_file):
-        raise FileNotFoundError(f"{cfg.annotation_file}: annotation file not found (data.annotation_file)")
-    if not os.path.isdir(cfg.feature_dir):
+    if not cfg.annotations or not os.path.isfile(cfg.annotations):
+        raise FileNotFoundError(f"{cfg.annotations}: annotation file not found (data.annotations)")
+    if not cfg.feature_dir or not os.path.isdir(cfg.feature_dir):
         raise FileNotFoundError(f"{cfg.feature_dir}: feature directory not found (data.feature_dir)")
     return DataSpec(
-        annotation_file=cfg.annotation_file,
+        annotation_file=cfg.annotations,
         feature_dir=cfg.feature_dir,
         grid=FeatureGrid(float(cfg.fps), int(cfg.feature_stride), int(cfg.num_frames)),
         feat_dim=int(cfg.feat_dim),

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from stovtal.models.classifier import OpenVocabClassifier
 from stovtal.models.localizer import ActionLocalizer
@@ -28,17 +27,11 @@ from .inference import predict_segments
 
 __all__ = [
     "base_training_annotations",
-    "config_to_dict",
     "evaluate_on_test",
     "format_results_table",
     "load_localizer",
     "localizer_from_file",
 ]
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain dict of a :class:`stovtal.config.Config` (stored in checkpoints)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
 def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
@@ -95,7 +88,7 @@ def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress:
     """
     subset = spec.test_subset if subset is None else subset
     dataset = build_dataset(spec, subset)
-    loader = build_loader(dataset, cfg.data.batch_size_eval, cfg.train.num_workers)
+    loader = build_loader(dataset, cfg.eval.batch_size, cfg.train.num_workers)
     if classifier is None:
         if cfg.classifier.adapter:
             raise ValueError("classifier.adapter=true: pass the classifier with its trained adapter "
@@ -106,7 +99,7 @@ def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress:
     proposals = predict_segments(model, loader, classifier=classifier, progress=progress, desc=f"infer {subset}")
     db = subset_database(spec, subset)
     db = {vid: info for vid, info in db.items() if vid in proposals}
-    tious = list(cfg.data.tiou_thresholds)
+    tious = list(cfg.eval.tiou_thresholds)
     out = evaluate_open_vocab(proposals, classifier, vocab, db, spec.base, spec.novel, tious)
     out["class_agnostic"] = class_agnostic_map(proposals, db, tious)
     out["summary"]["class_agnostic"] = out["class_agnostic"]["average_mAP"]

@@ -30,7 +30,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from stovtal.config import TrainConfig
+
 from . import distributed as D
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import ModelEMA
@@ -46,42 +48,6 @@ from .schedule import warmup_cosine
 from .seed import epoch_seed, seed_everything, seed_worker
 
 __all__ = ["TrainConfig", "Trainer", "localizer_loss", "move_to_device", "resolve_device"]
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (defaults: the authors' ActionFormer recipe, THUMOS14)."""
-
-    epochs: int = 35
-    batch_size: int = 2
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 5.0
-    min_lr_ratio: float = 0.0
-    clip_grad: float = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = False
-    seed: int = 0
-    num_workers: int = 0
-    eval_every: int = 0
-    amp: bool = True
-    device: str = "auto"
-    log_every: int = 20
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.clip_grad < 0:
-            raise ValueError("train.weight_decay, warmup_epochs and clip_grad must be >= 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.num_workers < 0 or self.eval_every < 0:
-            raise ValueError("train.num_workers and eval_every must be >= 0")
 
 
 def resolve_device(name: str) -> torch.device:

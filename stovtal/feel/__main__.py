@@ -21,13 +21,15 @@ def main(argv: list[str] | None = None) -> int:
         description="FEEL: unsupervised TAL by clustering (k-means + CCI), self-paced instance "
         "selection (IIS) and a CoLA localizer. Labels are used only for evaluation.",
         epilog="Overrides are omegaconf dotlist entries, e.g. iterations=4 iis.schedule=constant "
-        "cluster.lam=0.5 train.epochs=15 data.synthetic.num_web=400 naming.vocab_npz=names.npz. "
-        "Config sections: data (annotations, feature_dir, train_subset, eval_subset, classes, fps, "
-        "feature_stride, num_frames, synthetic.*), cluster, iis, model, train, localize, naming.",
+        "cluster.lam=0.5 train.epochs=15 data.world.num_web=400 naming.vocab_npz=names.npz. "
+        "Config sections (stovtal.config.FeelConfig): data (annotations, feature_dir, train_subset, "
+        "test_subset, vocabulary, fps, feature_stride, num_frames, max_seq_len, world.*), eval, cluster, "
+        "iis, model, train, localize, naming.",
     )
     parser.add_argument("--config", help="YAML config (see stovtal/feel/configs/)")
     parser.add_argument("--workdir", help="output/resume directory (default ./runs/feel)")
-    parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars (same as progress=false)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .config import DataConfig
+from stovtal.config import DataConfig
 
 __all__ = ["FeelData", "VideoSet", "dominant_label", "load_feel_data"]
 
@@ -81,28 +81,31 @@ def _classes(spec: str) -> list[str]:
 
 
 def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> FeelData:
-    """Load user features (``cfg.annotations`` set) or write/read the synthetic world."""
+    """Load the user's features (``cfg.annotations`` set) or write/read the synthetic world
+    (``cfg.world``, in ``cfg.world_dir`` or ``<workdir>/world``)."""
     from stovtal.data.formats import FeatureGrid
     from stovtal.utils.fileio import read_json
 
-    if cfg.annotations:
+    if not cfg.is_synthetic:
+        if not cfg.annotations:
+            raise ValueError("data.annotations is required (or set data.synthetic=true)")
         ann = read_json(cfg.annotations)
         if not isinstance(ann, dict) or "database" not in ann:
             raise ValueError(f"{cfg.annotations}: not an annotation file (no 'database')")
-        classes = _classes(cfg.classes)
+        classes = _classes(cfg.vocabulary)
         grid = FeatureGrid(cfg.fps, cfg.feature_stride, cfg.num_frames)
         train = _load_set(ann, cfg.feature_dir, classes, grid, cfg.train_subset, cfg.feat_dim, progress, "train videos")
-        evl = _load_set(ann, cfg.feature_dir, classes, grid, cfg.eval_subset, cfg.feat_dim, progress, "eval videos")
+        evl = _load_set(ann, cfg.feature_dir, classes, grid, cfg.test_subset, cfg.feat_dim, progress, "eval videos")
         return FeelData(train, evl, classes, cfg.feature_stride, cfg.num_frames, None)
 
     from stovtal.data.synthetic import SyntheticConfig, ensure_world
 
-    s = cfg.synthetic
-    root = os.path.join(workdir, "world")
-    world = ensure_world(root, SyntheticConfig(
-        seed=s.seed, vocabulary=s.vocabulary, profile=s.profile, num_train=s.num_train,
-        num_web=s.num_web, num_test=s.num_test, web_classes_per_video=tuple(s.web_classes_per_video),
-    ), progress=progress)
+    root = cfg.world_dir or os.path.join(workdir, "world")
+    try:
+        world_cfg = SyntheticConfig.from_dict(dict(cfg.world))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"data.world: {exc}") from None
+    world = ensure_world(root, world_cfg, progress=progress)
     classes = list(world["classes"])
     grid = FeatureGrid(float(world["fps"]), int(world["feature_stride"]), int(world["num_frames"]))
     feat_dir = os.path.join(root, "features")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from stovtal.models.cola import CoLA, CoLAConfig, cola_losses
+from stovtal.models.cola import CoLA, cola_losses
 from stovtal.models.cola_inference import LocalizeConfig, localize_video
 
 from .config import FeelConfig
@@ -18,8 +18,8 @@ __all__ = ["build_model", "pad_batch", "train_cola", "forward_videos", "predict"
 
 
 def build_model(cfg: FeelConfig, in_dim: int, num_classes: int) -> CoLA:
-    # FEEL's model section holds exactly CoLA's hyper-parameters (with FEEL's defaults).
-    return CoLA(CoLAConfig(in_dim=in_dim, num_classes=num_classes, **dataclasses.asdict(cfg.model)))
+    """CoLA of the ``model`` section for ``in_dim``-d features and ``num_classes`` clusters."""
+    return CoLA(dataclasses.replace(cfg.model, in_dim=in_dim, num_classes=num_classes))
 
 
 def pad_batch(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,13 +64,13 @@ def train_cola(model: CoLA, feats: Sequence[torch.Tensor], labels: torch.Tensor,
         total, count = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * tc.batch_size : (b + 1) * tc.batch_size].tolist()
-            x, mask = pad_batch([_crop(feats[i], tc.max_seq_len, gen) for i in idx])
+            x, mask = pad_batch([_crop(feats[i], cfg.data.max_seq_len, gen) for i in idx])
             out = model(x.to(device), mask.to(device))
             losses = cola_losses(model, out, labels[idx].to(device), gen)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if tc.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
             opt.step()
             sched.step()
             loss = float(losses["total"].detach())

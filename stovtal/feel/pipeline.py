@@ -12,6 +12,7 @@ resumes after the last finished iteration and produces the same results as an un
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -20,10 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
+from stovtal.config import to_dict
 from stovtal.engine.checkpoint import load_model, save_model
-from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
 from .cci import cci_refine
@@ -33,21 +33,47 @@ from .iis import select_per_cluster, selection_fraction
 from .kmeans import kmeans
 from .localizer import build_model, forward_videos, predict, train_cola
 
-__all__ = ["nearest_names", "run_feel", "StopRun"]
+__all__ = ["nearest_names", "run_feel"]
 
 STATE_VERSION = 1
 _VOLATILE = ("workdir", "progress", "num_threads", "device")
 
 
-class StopRun(Exception):
-    """Raised by :func:`run_feel` when ``stop_after`` iterations are done (used to test resume)."""
-
-
 def _config_fingerprint(cfg: FeelConfig) -> dict[str, Any]:
-    d = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The config without the keys that do not change results (stored in ``state.json``)."""
+    d = json.loads(json.dumps(to_dict(cfg)))  # as read back from state.json (tuples -> lists)
     for k in _VOLATILE:
         d.pop(k, None)
     return d
+
+
+_V0_WORLD_KEYS = ("seed", "vocabulary", "profile", "num_web", "num_test", "num_train", "web_classes_per_video")
+
+
+def _config_fingerprint_v0(cfg: FeelConfig) -> dict[str, Any] | None:
+    """The same in the layout of ``state.json`` files written before FEEL's config was composed
+    of the shared sections (None: ``cfg`` has settings that layout cannot express)."""
+    d = _config_fingerprint(cfg)
+    data, train, model = d["data"], d["train"], d["model"]
+    default_train = to_dict(FeelConfig().train)
+    if set(data["world"]) != set(_V0_WORLD_KEYS) or any(
+            train[k] != default_train[k] for k in default_train
+            if k not in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad")):
+        return None
+    return {
+        "seed": d["seed"], "iterations": d["iterations"], "tiou_thresholds": d["eval"]["tiou_thresholds"],
+        "data": {"annotations": data["annotations"] or "", "feature_dir": data["feature_dir"] or "",
+                 "train_subset": data["train_subset"], "eval_subset": data["test_subset"],
+                 "classes": data["vocabulary"], "fps": data["fps"], "feature_stride": data["feature_stride"],
+                 "num_frames": data["num_frames"], "feat_dim": data["feat_dim"],
+                 "synthetic": {k: data["world"][k] for k in _V0_WORLD_KEYS}},
+        "cluster": d["cluster"], "iis": d["iis"],
+        "model": {k: v for k, v in model.items() if k not in ("in_dim", "num_classes")},
+        "train": {"epochs": train["epochs"], "batch_size": train["batch_size"], "lr": train["lr"],
+                  "weight_decay": train["weight_decay"], "grad_clip": train["clip_grad"],
+                  "max_seq_len": data["max_seq_len"]},
+        "localize": d["localize"], "naming": d["naming"],
+    }
 
 
 def _ckpt_path(workdir: str, it: int) -> str:
@@ -78,8 +104,7 @@ def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int)
     detection_map, cluster_accuracy, _ = _eval_tools()
     ev = data.eval
     outs = forward_videos(model, ev.feats, device, cfg.train.batch_size, cfg.progress, "eval")
-    loc = LocalizeConfig(**dataclasses.asdict(cfg.localize))
-    loc.thresholds = tuple(loc.thresholds)
+    loc = dataclasses.replace(cfg.localize, thresholds=tuple(cfg.localize.thresholds))
     preds = predict(outs, ev.durations, ev.fps, data.feature_stride, data.num_frames, loc)
     pred_cluster, true_class = [], []
     for vid, (_, _, vs, _) in zip(ev.ids, outs, strict=True):
@@ -100,7 +125,7 @@ def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int)
                 rows.append({"segment": [s, e], "label": data.classes[mapping[c]], "score": sc})
         results[vid] = rows
     predictions = {"results": results}
-    metrics = detection_map(ev.gt, predictions, list(cfg.tiou_thresholds))
+    metrics = detection_map(ev.gt, predictions, list(cfg.eval.tiou_thresholds))
     return metrics, predictions, mapping
 
 
@@ -198,7 +223,7 @@ def _plot(records: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | None = None,
+def run_feel(cfg: FeelConfig, data: FeelData | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) FEEL in ``cfg.workdir``; returns the ``results.json`` content."""
     workdir = cfg.workdir
@@ -224,7 +249,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
     model = None
     if os.path.exists(state_path):
         state = read_json(state_path)
-        if state.get("config") != fingerprint:
+        if state.get("config") not in (fingerprint, _config_fingerprint_v0(cfg)):
             raise ValueError(f"{state_path}: this work directory holds a FEEL run with a different "
                              "config; use another --workdir (or delete it) to start over")
         records = state["records"]
@@ -275,8 +300,6 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
               if rec["nmi_kmeans"] is not None else "")
         log(f"[feel] iteration {it}/{cfg.iterations}: {nm}selected {rec['selected_fraction']:.3f}  "
             f"average mAP {rec['average_mAP']:.4f}  ({rec['seconds']:.0f} s)")
-        if stop_after is not None and it >= stop_after and it < cfg.iterations:
-            raise StopRun(f"stopped after iteration {it}")
 
     last = records[-1]
     results = {
@@ -284,7 +307,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
                        for r in records],
         "final": {"average_mAP": last["average_mAP"], "mAP": last["mAP"]},
     }
-    details: dict[str, Any] = {"records": records, "tiou_thresholds": list(cfg.tiou_thresholds),
+    details: dict[str, Any] = {"records": records, "tiou_thresholds": list(cfg.eval.tiou_thresholds),
                                "classes": data.classes, "num_clusters": k}
     naming = _naming_vocabulary(cfg, data)
     if naming is not None:
@@ -301,7 +324,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
     atomic_write_json(os.path.join(workdir, "results.json"), results, indent=1)
     atomic_write_json(os.path.join(workdir, "details.json"), details, indent=1)
     _plot(records, os.path.join(workdir, "feel.png"))
-    mp = "  ".join(f"{t:.1f}:{v:.4f}" for t, v in zip(cfg.tiou_thresholds, last["mAP"], strict=True))
+    mp = "  ".join(f"{t:.1f}:{v:.4f}" for t, v in zip(cfg.eval.tiou_thresholds, last["mAP"], strict=True))
     log(f"[feel] final mAP @tIoU {mp}  average {last['average_mAP']:.4f}  ({time.time() - t0:.0f} s)")
     log(f"[feel] wrote {os.path.join(workdir, 'results.json')} and feel.png")
     return results

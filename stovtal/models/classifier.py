@@ -10,7 +10,7 @@ probability (geometric mean by default), then multi-class soft-NMS.
 
 Zero-shot by default (no trainable parameters). An optional residual
 adapter on the pooled video embedding (``adapter=True``) can be trained on
-base classes with :meth:`OpenVocabClassifier.adapter_loss`; ``stovtal.engine.adapter`` does that
+base classes with :meth:`OpenVocabClassifier.pooled_adapter_loss`; ``stovtal.engine.adapter`` does that
 on the ground-truth segments of the labelled base-class videos (``classifier.adapter=true``).
 """
 
@@ -252,16 +252,6 @@ class OpenVocabClassifier(nn.Module):
             "actionness": act.reshape(-1)[keep],
         }
 
-    def adapter_loss(self, feats: Tensor, masks: Tensor, segments: list[Tensor], labels: list[Tensor],
-                     batch: dict[str, Any], vocab: Vocabulary) -> Tensor:
-        """Cross-entropy of ground-truth segments (seconds) against their labels (indices into
-        ``vocab``); trains only the adapter. Use base-class vocabularies only."""
-        if self.adapter is None:
-            raise RuntimeError("adapter_loss needs ClassifierConfig(adapter=True)")
-        pooled = torch.cat(self.pool_segments(feats, masks, segments, batch))
-        target = torch.cat([lab.long() for lab in labels]) if labels else torch.zeros(0, dtype=torch.long)
-        return self.pooled_adapter_loss(pooled, target, vocab)
-
     def pooled_adapter_loss(self, pooled: Tensor, labels: Tensor, vocab: Vocabulary) -> Tensor:
         """Mean cross-entropy of ``[K, C]`` pooled segment features against ``[K]`` labels
         (indices into ``vocab``) over ``vocab.logit_scale * cos(embedding, text)``; 0 for K = 0.
@@ -270,7 +260,7 @@ class OpenVocabClassifier(nn.Module):
         once and the adapter trained on them directly (see ``stovtal.engine.adapter``).
         """
         if self.adapter is None:
-            raise RuntimeError("adapter_loss needs ClassifierConfig(adapter=True)")
+            raise RuntimeError("pooled_adapter_loss needs ClassifierConfig(adapter=True)")
         if pooled.dim() != 2 or labels.shape != (pooled.shape[0],):
             raise ValueError(f"pooled [K, C] and labels [K] expected, got {tuple(pooled.shape)}, {tuple(labels.shape)}")
         if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < len(vocab.names)):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +148,6 @@ class OpenClipTextEncoder(TextEncoder):
         device: str | torch.device = "cpu",
         name_style: str = "verbatim",
         batch_size: int = 256,
-        _loaded: Any = None,
     ) -> None:
         from .open_clip_loading import load_open_clip
 
@@ -159,29 +157,12 @@ class OpenClipTextEncoder(TextEncoder):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self._clip = (
-            _loaded if _loaded is not None else load_open_clip(model_name, checkpoint_path, device)
-        )
+        self._clip = load_open_clip(model_name, checkpoint_path, device)
         self.model_name = self._clip.model_name
         self.checkpoint_path = self._clip.checkpoint
         self.device = self._clip.device
         self.logit_scale = float(self._clip.model.logit_scale.detach().exp().item())
         self._embed_dim: int | None = None
-
-    @classmethod
-    def from_loaded(
-        cls, loaded: Any, templates=None, name_style: str = "verbatim", batch_size: int = 256
-    ):
-        """Wrap an already loaded :class:`~stovtal.models.open_clip_loading.LoadedClip`."""
-        return cls(
-            loaded.model_name,
-            loaded.checkpoint,
-            templates,
-            loaded.device,
-            name_style,
-            batch_size,
-            loaded,
-        )
 
     @property
     def embed_dim(self) -> int:

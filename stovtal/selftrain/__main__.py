@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="with --stage pseudolabel only: run independent job I of N "
                    "(0-based), which labels every N-th share of the shards")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                   help="no progress bars (same as progress=false)")
     return p
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"scale=[{','.join(str(n) for n in _parse_scale(args.scale))}]")
         if args.seed is not None:
             overrides.append(f"seed={args.seed}")
-        if args.quiet:
+        if args.no_progress:
             overrides.append("progress=false")
         cfg: SelfTrainConfig = load_config(args.config, overrides)
         validate(cfg)

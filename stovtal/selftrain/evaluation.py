@@ -34,7 +34,7 @@ def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, 
     from stovtal.data.splits import partition_videos
     from stovtal.engine import classify_segments, predict_segments, segments_to_json
     from stovtal.eval import localization_metrics, open_vocab_breakdown
-    from stovtal.models import ClassifierConfig, OpenVocabClassifier, Vocabulary
+    from stovtal.models import OpenVocabClassifier, Vocabulary
 
     d, cfg = ctx.data, ctx.cfg
     test = {v: i for v, i in d.annotations.items() if i.get("subset") == d.test_subset}
@@ -45,7 +45,7 @@ def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, 
     ds = VideoFeatureDataset(gt, d.feature_dir, classes, d.grid, feat_dim=d.feat_dim)
     mine = Subset(ds, D.rank_indices(len(ds)))
     loader = DataLoader(mine, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_videos)
-    clf = OpenVocabClassifier(ClassifierConfig(**cfg.eval.classifier))
+    clf = OpenVocabClassifier(cfg.classifier)
     proposals = predict_segments(model, loader, device=ctx.device, classifier=clf,
                                  progress=cfg.progress, desc=desc)
     proposals = D.gather_dicts(proposals, dst=0)

@@ -33,13 +33,32 @@ import torch
 from stovtal.engine import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
 
-from .config import ConfigError, SelfTrainConfig, fingerprint
+from .config import ConfigError, SelfTrainConfig, TrainConfig, fingerprint, to_dict
 from .filtering import nested_subset
 
 __all__ = ["STAGES", "Context", "make_context", "run_pipeline", "run_stage"]
 
 STAGES = ("base", "pseudolabel", "retrain", "eval", "report")
 STAGE_FILE = "stage.json"
+_FP_MODEL = {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9}
+_FP_TRAIN = {"epochs": 12, "batch_size": 4, "warmup_epochs": 2.0, "lr": 5e-4, "ema_warmup": True}
+
+
+def _changes(cfg: Any, default: Any) -> dict[str, Any]:
+    """The entries of config ``cfg`` that differ from ``default`` (nested sections: their own
+    changes), as plain JSON values."""
+    def diff(a: Any, b: Any) -> dict[str, Any]:
+        out = {}
+        for k, v in a.items():
+            if isinstance(v, dict) and isinstance(b.get(k), dict):
+                sub = diff(v, b[k])
+                if sub:
+                    out[k] = sub
+            elif v != b.get(k):
+                out[k] = v
+        return out
+
+    return diff(to_dict(cfg), to_dict(default))
 
 
 # --------------------------------------------------------------------------- data
@@ -84,7 +103,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
     from stovtal.data.vocab import load_embeddings
 
     d = cfg.data
-    if d.synthetic:
+    if d.is_synthetic:
         from stovtal.data.synthetic import SyntheticConfig, ensure_world
 
         world = dict(d.world)
@@ -168,9 +187,13 @@ class Context:
         return nested_subset(self.data.unlabelled, n, self.cfg.pseudo.subset_seed)
 
     # -- fingerprints ---------------------------------------------------------------------
+    # The model, train and classifier sections enter as their changes from the selftrain
+    # defaults, over the fixed dicts below: the shape these sections had when the fingerprints
+    # were defined, so that work directories written since keep being reused.
     def fp_base(self) -> str:
-        c = self.cfg
-        return fingerprint({"data": self.data.source, "model": c.model, "train": c.train, "seed": c.seed,
+        c, d = self.cfg, SelfTrainConfig()
+        return fingerprint({"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model)},
+                            "train": {**_FP_TRAIN, **_changes(c.train, d.train)}, "seed": c.seed,
                             "max_seq_len": c.data.max_seq_len})
 
     def fp_pseudo(self, n: int) -> str:
@@ -181,25 +204,27 @@ class Context:
 
     def fp_retrain(self, n: int) -> str:
         r = dataclasses.asdict(self.cfg.retrain)
-        if r["labelled_fraction"] == 0:  # the plain union: work directories made before the option match
+        if r["labelled_fraction"] == 0:  # the plain union has the fingerprint of a run without the option
             r.pop("labelled_fraction")
         return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": r})
 
     def fp_eval(self) -> str:
-        return fingerprint({"eval": dataclasses.asdict(self.cfg.eval), "data": self.data.source})
+        e = self.cfg.eval
+        return fingerprint({"eval": {"tiou_thresholds": list(e.tiou_thresholds), "batch_size": e.batch_size,
+                                     "classifier": _changes(self.cfg.classifier, SelfTrainConfig().classifier)},
+                            "data": self.data.source})
 
     # -- builders -------------------------------------------------------------------------
     def localizer_config(self):
-        from stovtal.models import LocalizerConfig
+        """The ``model`` section with ``input_dim`` set to the features' dimension."""
+        return dataclasses.replace(self.cfg.model, input_dim=self.data.feat_dim)
 
-        return LocalizerConfig(**{"input_dim": self.data.feat_dim, **self.cfg.model})
-
-    def train_config(self, retrain: bool = False):
-        from stovtal.engine import TrainConfig
-
-        over = {**self.cfg.train, **(self.cfg.retrain.train if retrain else {})}
-        return TrainConfig(**{"seed": self.cfg.seed, "device": self.cfg.device, "progress": self.cfg.progress,
-                              **over})
+    def train_config(self, retrain: bool = False) -> TrainConfig:
+        """The ``train`` section with the run's seed, device and progress (and, for
+        ``retrain``, the ``retrain.train`` overrides)."""
+        c = self.cfg
+        return TrainConfig(**{**dataclasses.asdict(c.train), "seed": c.seed, "device": c.device,
+                              "progress": c.progress, **(c.retrain.train if retrain else {})})
 
     def new_model(self):
         from stovtal.models import ActionLocalizer
@@ -229,16 +254,16 @@ class Context:
         d, c = self.data, self.cfg
         return {
             "data": {
-                "synthetic": False, "annotation_file": d.annotation_file, "feature_dir": d.feature_dir,
+                "synthetic": False, "annotations": d.annotation_file, "feature_dir": d.feature_dir,
                 "fps": float(d.grid.fps), "feature_stride": int(d.grid.feature_stride),
                 "num_frames": int(d.grid.num_frames), "feat_dim": int(d.feat_dim), "max_seq_len": int(d.max_seq_len),
                 "train_subset": d.train_subset, "val_subset": "", "test_subset": d.test_subset,
                 "base_classes": list(d.base), "novel_classes": list(d.novel),
-                "tiou_thresholds": [float(t) for t in c.eval.tiou_thresholds], "batch_size_eval": int(c.eval.batch_size),
             },
+            "eval": to_dict(c.eval),
             "text": {"kind": "npz", "npz": d.vocab_file, "logit_scale": float(d.logit_scale)},
-            "classifier": dict(c.eval.classifier),
-            "model": dataclasses.asdict(self.localizer_config()),
+            "classifier": to_dict(c.classifier),
+            "model": to_dict(self.localizer_config()),
             "train": {"device": c.device},
             "num_threads": int(c.num_threads),
         }
@@ -274,7 +299,7 @@ def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] 
         cfg.progress = False
     with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
         data = resolve_data(cfg, workdir, log)
-    if cfg.data.synthetic is False:
+    if not cfg.data.is_synthetic:
         cfg.data.feat_dim = data.feat_dim
     return Context(cfg, workdir, data, D.local_device(resolve_device(cfg.device)), log)
 

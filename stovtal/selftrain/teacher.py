@@ -37,7 +37,6 @@ __all__ = [
     "actionness_consistency",
     "class_agnostic",
     "make_trainer",
-    "teacher_update_reference",
 ]
 
 AGNOSTIC = "action"
@@ -235,15 +234,3 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
     loss_fn = ConsistencyLoss(lambda: teacher.module, consistency_weight)
     return MeanTeacherTrainer(student, train_set, train_cfg, workdir, collate_fn=collate_videos,
                               loss_fn=loss_fn, ema=teacher, log=log, extra_state=extra_state)
-
-
-def teacher_update_reference(teacher: Mapping[str, torch.Tensor], student: Mapping[str, torch.Tensor],
-                             decay: float) -> dict[str, torch.Tensor]:
-    """``d * teacher + (1 - d) * student`` for float tensors, student's value otherwise (the rule
-    the teacher follows; used to check :class:`stovtal.engine.ModelEMA` in the tests)."""
-    out = {}
-    for k, t in teacher.items():
-        s = student[k]
-        out[k] = decay * t + (1 - decay) * s if t.is_floating_point() else s.clone()
-    return out
-

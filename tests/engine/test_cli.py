@@ -37,7 +37,7 @@ def test_config_errors_are_clear(tmp_path):
         load_config("synthetic", ["model.nope=1"])
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(str(tmp_path / "missing.yaml"))
-    with pytest.raises(ValueError, match="annotation_file"):
+    with pytest.raises(ValueError, match="data.annotations"):
         load_config("synthetic", ["data.synthetic=false"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")

@@ -13,11 +13,11 @@ from stovtal.eval import nmi
 from stovtal.feel.__main__ import main
 from stovtal.feel.config import load_config
 from stovtal.feel.data import load_feel_data
-from stovtal.feel.pipeline import StopRun, nearest_names, run_feel
+from stovtal.feel.pipeline import nearest_names, run_feel
 
 TINY = [
     "iterations=2", "progress=false", "num_threads=1",
-    "data.synthetic.num_web=60", "data.synthetic.num_test=20",
+    "data.world.num_web=60", "data.world.num_test=20",
     "cluster.n_init=3", "cluster.k1=8", "cluster.k2=3",
     "model.embed_dim=32", "train.epochs=2", "train.batch_size=8", "train.lr=3e-3",
     "naming.vocab_npz=auto",
@@ -102,8 +102,15 @@ def test_training_labels_never_influence_training(world, tmp_path):
 def test_resume_after_killed_iteration_equals_uninterrupted_run(world, full_run, tmp_path):
     _, data = world
     full, _ = full_run
-    with pytest.raises(StopRun):
-        run_feel(_cfg(tmp_path / "resumed"), data=data, stop_after=1, log=lambda s: None)
+    class Killed(Exception):
+        pass
+
+    def kill_after_iteration_1(line: str) -> None:  # logged once the iteration's files are written
+        if "iteration 1/" in line:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_feel(_cfg(tmp_path / "resumed"), data=data, log=kill_after_iteration_1)
     state = json.loads((tmp_path / "resumed" / "state.json").read_text())
     assert len(state["records"]) == 1 and not (tmp_path / "resumed" / "results.json").exists()
     # a kill during iteration 2 leaves a stray temporary file at most; it must not matter

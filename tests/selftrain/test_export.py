@@ -48,3 +48,21 @@ def test_infer_names_a_missing_run_config(tmp_path):
                if not v.is_floating_point())
     with pytest.raises(ValueError, match="carries no run config; pass --config"):
         infer.main(["--ckpt", path, "--out", str(tmp_path / "p.json")])
+
+
+@pytest.mark.parametrize(("extra", "want"), [
+    ([], ("dab917edcd0f895f", "a26f52d1310f50f2", "d7fba86c9ef54f86", "2d5d77d3d4c0dede")),
+    (["classifier.topk=2", "model.window=5", "train.lr=0.001", "retrain.labelled_fraction=0"],
+     ("f37b3df5c37bcad2", "7b733fef670eed01", "3f7555c04ad51f30", "da0f66eef319d930")),
+])
+def test_stage_fingerprints_match_earlier_work_directories(tiny_run, extra, want):
+    """The values written by the version before the shared config (same TINY run), so that its
+    work directories are reused instead of refused as 'made with a different configuration'."""
+    from stovtal.selftrain.config import load_config
+    from stovtal.selftrain.stages import make_context
+
+    from .conftest import TINY
+
+    ctx, _ = tiny_run
+    ctx = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
+    assert (ctx.fp_base(), ctx.fp_pseudo(16), ctx.fp_retrain(16), ctx.fp_eval()) == want

@@ -17,8 +17,18 @@ from stovtal.selftrain.teacher import (
     PseudoLabelledSet,
     actionness_consistency,
     make_trainer,
-    teacher_update_reference,
 )
+
+
+def teacher_update_reference(teacher: dict, student: dict, decay: float) -> dict:
+    """``d * teacher + (1 - d) * student`` for float tensors, the student's value otherwise: the
+    rule the Mean Teacher follows (the oracle of :class:`stovtal.engine.ModelEMA`)."""
+    out = {}
+    for k, t in teacher.items():
+        s = student[k]
+        out[k] = decay * t + (1 - decay) * s if t.is_floating_point() else s.clone()
+    return out
+
 
 TINY = dict(input_dim=8, embed_dim=8, head_dim=8, num_heads=2, branch_layers=2, window=3,
             regression_ranges=[[0, 4], [4, 8], [8, 1e5]], path_drop=0.0)
