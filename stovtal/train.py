@@ -35,6 +35,7 @@ from stovtal.engine.builders import (
     resolve_data,
     subset_database,
 )
+from stovtal.engine.layout import TrainLayout
 from stovtal.engine.run import (
     base_training_annotations,
     evaluate_on_test,
@@ -85,7 +86,7 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
         torch.set_num_threads(cfg.num_threads)
     os.makedirs(cfg.workdir, exist_ok=True)
     if main_process:
-        with open(os.path.join(cfg.workdir, "config.yaml"), "w", encoding="utf-8") as f:
+        with open(TrainLayout(cfg.workdir).config, "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg))
     with D.main_process_first():  # rank 0 generates/reads the data first
         spec = resolve_data(cfg.data, progress=main_process)
@@ -129,7 +130,7 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
     results["train_time_s"] = train_time
     if adapter_stats is not None:
         results["adapter"] = adapter_stats
-    atomic_write_json(os.path.join(cfg.workdir, "eval.json"), results, indent=1)
+    atomic_write_json(TrainLayout(cfg.workdir).eval, results, indent=1)
     print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
     return 0
 

@@ -44,10 +44,11 @@ from stovtal.config import TrainConfig
 from . import distributed as D
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import ModelEMA
+from .layout import TrainLayout
 from .schedule import warmup_cosine
 from .seed import epoch_seed, seed_everything, seed_worker
 
-__all__ = ["TrainConfig", "Trainer", "localizer_loss", "move_to_device", "resolve_device"]
+__all__ = ["TrainConfig", "Trainer", "TrainerHook", "localizer_loss", "move_to_device", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,6 +127,28 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+class TrainerHook:
+    """Something done at fixed points of :meth:`Trainer.fit` (detectron2's ``HookBase`` style).
+
+    Subclasses override what they need; ``trainer`` gives access to the model, its EMA
+    (``trainer.ema.module``: e.g. a Mean Teacher), the epoch counter and the training set.
+    ``before_epoch`` runs before the epoch's RNG seeding and data loader, so what it changes
+    (labels, the drawn items of an epoch) is what the epoch trains on, identically on resume.
+    """
+
+    def before_train(self, trainer: Trainer) -> None:
+        """After a resume (``trainer.epoch`` = completed epochs), before the first epoch."""
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        """Before epoch ``trainer.epoch`` (0-based) is trained."""
+
+    def after_epoch(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        """After the epoch's checkpoint is written; ``stats`` is its history entry."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        """After the last epoch."""
+
+
 class Trainer:
     """Train ``model`` on ``train_set``; checkpoints go to ``workdir``.
 
@@ -140,6 +163,7 @@ class Trainer:
             :func:`stovtal.engine.distributed.rank_indices` / ``gather_dicts``); rank 0's
             metrics are the ones used.
         extra_state: JSON-like dict stored in every checkpoint (e.g. the run config).
+        hooks: :class:`TrainerHook` s, called in order.
         log: a ``print``-like function.
     """
 
@@ -156,6 +180,7 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         extra_state: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
+        hooks: list[TrainerHook] | None = None,
     ):
         if len(train_set) == 0:  # type: ignore[arg-type]
             raise ValueError("the training set is empty")
@@ -183,6 +208,7 @@ class Trainer:
         self.loss_fn = loss_fn
         self.evaluate = evaluate
         self.extra_state = extra_state or {}
+        self.hooks = list(hooks or [])
         self.ema = ema if ema is not None else ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.ema.module.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
@@ -257,11 +283,11 @@ class Trainer:
 
     @property
     def last_path(self) -> str:
-        return os.path.join(self.workdir, "last.pt")
+        return TrainLayout(self.workdir).last
 
     @property
     def best_path(self) -> str:
-        return os.path.join(self.workdir, "best.pt")
+        return TrainLayout(self.workdir).best
 
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self) -> dict[str, float]:
@@ -313,8 +339,12 @@ class Trainer:
             self.load_state_dict(load_checkpoint(self.last_path, self.device))
             self.log(f"resumed from {self.last_path} after epoch {self.epoch}")
         cfg = self.cfg
+        for hook in self.hooks:
+            hook.before_train(self)
         while self.epoch < cfg.epochs:
             t0 = time.time()
+            for hook in self.hooks:
+                hook.before_epoch(self)
             stats = self.train_one_epoch()
             self.epoch += 1
             stats = {"epoch": float(self.epoch), "time_s": time.time() - t0,
@@ -333,8 +363,12 @@ class Trainer:
                 self.history.append(stats)
             self._save(self.last_path)
             self.log(json.dumps({k: round(v, 5) for k, v in stats.items()}))
+            for hook in self.hooks:
+                hook.after_epoch(self, stats)
         if self.evaluate is None:  # nothing to select on: the final weights are the best
             self._save(self.best_path)
+        for hook in self.hooks:
+            hook.after_train(self)
         return self.history
 
     def _save(self, path: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from stovtal.config import DataConfig
+from stovtal.engine.layout import FeelLayout
 
 __all__ = ["FeelData", "VideoSet", "dominant_label", "load_feel_data"]
 
@@ -100,7 +101,7 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
 
     from stovtal.data.synthetic import SyntheticConfig, ensure_world
 
-    root = cfg.world_dir or os.path.join(workdir, "world")
+    root = cfg.world_dir or FeelLayout(workdir).world
     try:
         world_cfg = SyntheticConfig.from_dict(dict(cfg.world))
     except (TypeError, ValueError) as exc:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from stovtal.config import to_dict
 from stovtal.engine.checkpoint import load_model, save_model
+from stovtal.engine.layout import FeelLayout
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
 from .cci import cci_refine
@@ -74,10 +75,6 @@ def _config_fingerprint_v0(cfg: FeelConfig) -> dict[str, Any] | None:
                   "max_seq_len": data["max_seq_len"]},
         "localize": d["localize"], "naming": d["naming"],
     }
-
-
-def _ckpt_path(workdir: str, it: int) -> str:
-    return os.path.join(workdir, "ckpt", f"iter_{it}.pt")
 
 
 def _eval_tools():
@@ -243,7 +240,8 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
     true_idx = torch.tensor([data.classes.index(t) if t is not None else -1 for t in true])
     known = torch.tensor(has_true)
 
-    state_path = os.path.join(workdir, "state.json")
+    lay = FeelLayout(workdir)
+    state_path = lay.state
     fingerprint = _config_fingerprint(cfg)
     records: list[dict[str, Any]] = []
     model = None
@@ -254,7 +252,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
                              "config; use another --workdir (or delete it) to start over")
         records = state["records"]
         if records:
-            mf = load_model(_ckpt_path(workdir, len(records)))
+            mf = load_model(lay.checkpoint(len(records)))
             model = build_model(cfg, mf.model_config["in_dim"], mf.model_config["num_classes"])
             model.load_state_dict(mf.state_dict)
             log(f"resuming after iteration {len(records)} from {workdir}")
@@ -288,12 +286,12 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
         if known.any():
             # analysis only: purity of the selected videos w.r.t. the hidden labels
             rec["nmi_selected"] = _nmi(nmi, true_idx, cc.labels, sel & known)
-        save_model(_ckpt_path(workdir, it), model.cfg, model.state_dict(), kind="cola", meta={
+        save_model(lay.checkpoint(it), model.cfg, model.state_dict(), kind="cola", meta={
             "labels": cc.labels.cpu(), "confidence": cc.confidence.cpu(), "selected": sel.cpu(),
             "mapping": torch.tensor([mapping.get(c, -1) for c in range(k)]),
             "classes": list(data.classes), "localize": dataclasses.asdict(cfg.localize),
         })
-        atomic_write_json(os.path.join(workdir, f"predictions_iter{it}.json"), predictions)
+        atomic_write_json(lay.predictions(it), predictions)
         records.append(rec)
         atomic_write_json(state_path, {"version": STATE_VERSION, "config": fingerprint, "records": records}, indent=1)
         nm = (f"NMI k-means {rec['nmi_kmeans']:.4f}  after CCI {rec['nmi_cci']:.4f}  "
@@ -311,7 +309,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
                                "classes": data.classes, "num_clusters": k}
     naming = _naming_vocabulary(cfg, data)
     if naming is not None:
-        ck = load_model(_ckpt_path(workdir, len(records))).meta
+        ck = load_model(lay.checkpoint(len(records))).meta
         named = _name_clusters(model, data, ck["labels"], *naming, device, cfg)
         for row in named:
             m = int(ck["mapping"][row["cluster"]])
@@ -321,10 +319,10 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
         details["naming_agreement"] = sum(agree) / max(len(agree), 1)
         log("[feel] cluster names: " + ", ".join(f"{r['cluster']}={r['name']}" for r in named))
         log(f"[feel] names agreeing with the Hungarian class mapping: {details['naming_agreement']:.3f}")
-    atomic_write_json(os.path.join(workdir, "results.json"), results, indent=1)
-    atomic_write_json(os.path.join(workdir, "details.json"), details, indent=1)
-    _plot(records, os.path.join(workdir, "feel.png"))
+    atomic_write_json(lay.results, results, indent=1)
+    atomic_write_json(lay.details, details, indent=1)
+    _plot(records, lay.plot)
     mp = "  ".join(f"{t:.1f}:{v:.4f}" for t, v in zip(cfg.eval.tiou_thresholds, last["mAP"], strict=True))
     log(f"[feel] final mAP @tIoU {mp}  average {last['average_mAP']:.4f}  ({time.time() - t0:.0f} s)")
-    log(f"[feel] wrote {os.path.join(workdir, 'results.json')} and feel.png")
+    log(f"[feel] wrote {lay.results} and {lay.plot}")
     return results

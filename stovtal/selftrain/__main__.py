@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = make_context(cfg, args.workdir)
             ctx.job, ctx.num_jobs = job, num_jobs
             if D.is_main_process():
-                with atomic_open(os.path.join(ctx.workdir, "config.yaml")) as f:
+                with atomic_open(ctx.layout.config) as f:
                     f.write(to_yaml(cfg))
             stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
             run_pipeline(ctx, stages)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = os.path.join(ctx.workdir, "results.json")
+    results = ctx.layout.results
     if main_process and "report" in stages and os.path.exists(results):
         from stovtal.utils.fileio import read_json
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print(format_table(read_json(results)))
-        print(f"\nreport: {os.path.join(ctx.workdir, 'report.md')}  ({time.time() - t0:.0f} s)")
+        print(f"\nreport: {ctx.layout.report}  ({time.time() - t0:.0f} s)")
     return 0
 
 

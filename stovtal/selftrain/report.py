@@ -48,10 +48,10 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def _collect(ctx: Any) -> dict[str, Any]:
-    evals = {"base": read_json(ctx.path("eval", "base.json"))}
+    evals = {"base": read_json(ctx.layout.eval_result("base"))}
     scales = ctx.scales()
     for n in scales:
-        evals[f"n{n}"] = read_json(ctx.path("eval", f"selftrained-n{n}.json"))
+        evals[f"n{n}"] = read_json(ctx.layout.eval_result(f"selftrained-n{n}"))
     default = f"n{ctx.default_scale()}"
     res: dict[str, Any] = {
         "base": {s: evals["base"][s]["average_mAP"] for s in SETTINGS},
@@ -71,7 +71,7 @@ def _collect(ctx: Any) -> dict[str, Any]:
         "pseudo_labels": {},
     }
     for n in scales:
-        pl = read_json(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"))
+        pl = read_json(ctx.layout.pseudo_labels(n))
         res["pseudo_labels"][f"n{n}"] = pl.get("info", {})
     return res
 
@@ -84,10 +84,10 @@ def _quality(ctx: Any, n: int) -> dict[str, Any] | None:
     if not gt:
         return None
     p = ctx.cfg.pseudo
-    cands = load_candidates(ctx.path("pseudo", f"n{n}"))
+    cands = load_candidates(ctx.layout.pseudo_dir(n))
     q = CandidateQuality(cands, gt, 0.5, p.dedup_iou if p.dedup else None)
     a, b = q.all_pairs()
-    pl = read_json(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"))["database"]
+    pl = read_json(ctx.layout.pseudo_labels(n))["database"]
     sel_a = np.array([x["actionness"] for v in pl.values() for x in v["annotations"]])
     from .filtering import video_thresholds
 
@@ -136,7 +136,7 @@ def _plots(ctx: Any, res: dict[str, Any], qual: dict[str, Any] | None, plot_dir:
     save(fig, "map.png")
 
     # 2. pseudo-label statistics
-    pl = read_json(ctx.path("pseudo", f"n{ctx.default_scale()}", "pseudo_labels.json"))["database"]
+    pl = read_json(ctx.layout.pseudo_labels(ctx.default_scale()))["database"]
     act = np.array([a["actionness"] for v in pl.values() for a in v["annotations"]])
     per_video = np.array([len(v["annotations"]) for v in pl.values()])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -264,9 +264,9 @@ def write_report(ctx: Any) -> str:
     qual = _quality(ctx, ctx.default_scale())
     if qual is not None:
         res["pseudo_label_quality"] = {k: v for k, v in qual.items() if not k.startswith("_")}
-    plots = _plots(ctx, res, qual, ctx.path("plots"))
-    atomic_write_json(ctx.path("results.json"), res, indent=1)
-    out = ctx.path("report.md")
+    plots = _plots(ctx, res, qual, ctx.layout.plots)
+    atomic_write_json(ctx.layout.results, res, indent=1)
+    out = ctx.layout.report
     with atomic_open(out, "w") as f:
         f.write(_markdown(ctx, res, qual, plots))
     return out

@@ -1,19 +1,10 @@
 """The stages of ``python -m stovtal.selftrain`` and the pipeline that chains them.
 
-Work directory layout (every file written atomically)::
-
-    DIR/config.yaml                      the resolved configuration of the last run
-    DIR/world[-webN]/                    the synthetic world (if data.synthetic)
-    DIR/base/                            trainer checkpoints; model.pt = exported EMA weights
-    DIR/pseudo/n<N>/                     shards/ + pseudo_labels.json (N unlabelled videos)
-    DIR/retrain/n<N>/                    trainer checkpoints; teacher.pt = exported teacher
-    DIR/eval/<model>.json                CB / CN / GZSL mAP of "base" and "selftrained-n<N>"
-    DIR/report.md, DIR/plots/*.png, DIR/results.json
-
-Each stage is skipped when its output exists; ``stage.json`` next to it holds a fingerprint of
-the inputs, and reusing a directory made with a different configuration is an error (instead of
-silently mixing results). A killed ``base`` or ``retrain`` resumes from its ``last.pt``; a killed
-``pseudolabel`` from its shard manifest.
+The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
+written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
+holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
+its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
 Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
 who does what.
@@ -31,6 +22,7 @@ from typing import Any
 import torch
 
 from stovtal.engine import distributed as D
+from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils.fileio import atomic_write_json, read_json
 
 from .config import ConfigError, SelfTrainConfig, TrainConfig, fingerprint, to_dict
@@ -44,9 +36,16 @@ _FP_MODEL = {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9}
 _FP_TRAIN = {"epochs": 12, "batch_size": 4, "warmup_epochs": 2.0, "lr": 5e-4, "ema_warmup": True}
 
 
-def _changes(cfg: Any, default: Any) -> dict[str, Any]:
+def _changes(cfg: Any, default: Any, ints: bool = False) -> dict[str, Any]:
     """The entries of config ``cfg`` that differ from ``default`` (nested sections: their own
-    changes), as plain JSON values."""
+    changes), as plain JSON values; ``ints``: whole-number floats as ints."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if ints and isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
     def diff(a: Any, b: Any) -> dict[str, Any]:
         out = {}
         for k, v in a.items():
@@ -54,8 +53,8 @@ def _changes(cfg: Any, default: Any) -> dict[str, Any]:
                 sub = diff(v, b[k])
                 if sub:
                     out[k] = sub
-            elif v != b.get(k):
-                out[k] = v
+            elif plain(v) != plain(b.get(k)):
+                out[k] = plain(v)
         return out
 
     return diff(to_dict(cfg), to_dict(default))
@@ -92,8 +91,7 @@ def world_dir(workdir: str, world_cfg: Any) -> str:
     """``DIR/world``, or ``DIR/world-webN`` when the web set was enlarged (``--scale``)."""
     from stovtal.data.synthetic import SyntheticConfig
 
-    return os.path.join(workdir, "world" if world_cfg.num_web == SyntheticConfig().num_web
-                        else f"world-web{world_cfg.num_web}")
+    return SelfTrainLayout(workdir).world(world_cfg.num_web, SyntheticConfig().num_web)
 
 
 def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None]) -> Data:
@@ -163,8 +161,13 @@ class Context:
     job: int = 0  # independent job i of num_jobs (--shard i/n): pseudo-labelling shards
     num_jobs: int = 1
 
+    @property
+    def layout(self) -> SelfTrainLayout:
+        """Every path of the work directory."""
+        return SelfTrainLayout(self.workdir)
+
     def path(self, *parts: str) -> str:
-        return os.path.join(self.workdir, *parts)
+        return self.layout.path(*parts)
 
     # -- the sizes of the runs --------------------------------------------------------------
     def scales(self) -> list[int]:
@@ -189,30 +192,39 @@ class Context:
     # -- fingerprints ---------------------------------------------------------------------
     # The model, train and classifier sections enter as their changes from the selftrain
     # defaults, over the fixed dicts below: the shape these sections had when the fingerprints
-    # were defined, so that work directories written since keep being reused.
-    def fp_base(self) -> str:
+    # were defined, so that work directories written since keep being reused. Those directories
+    # hashed the values as written in the config; ``ints=True`` gives the fingerprint of
+    # whole-number values written as integers (``model.regression_ranges=[[0,4],...]``), which
+    # the stages accept as well (``fingerprints``).
+    def fp_base(self, ints: bool = False) -> str:
         c, d = self.cfg, SelfTrainConfig()
-        return fingerprint({"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model)},
-                            "train": {**_FP_TRAIN, **_changes(c.train, d.train)}, "seed": c.seed,
+        return fingerprint({"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
+                            "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
                             "max_seq_len": c.data.max_seq_len})
 
-    def fp_pseudo(self, n: int) -> str:
+    def fp_pseudo(self, n: int, ints: bool = False) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
         for k in ("num_workers", "num_videos", "shard_size"):
             p.pop(k)
-        return fingerprint({"base": self.fp_base(), "pseudo": p, "n": n, "unl": self.data.source})
+        return fingerprint({"base": self.fp_base(ints), "pseudo": p, "n": n, "unl": self.data.source})
 
-    def fp_retrain(self, n: int) -> str:
+    def fp_retrain(self, n: int, ints: bool = False) -> str:
         r = dataclasses.asdict(self.cfg.retrain)
         if r["labelled_fraction"] == 0:  # the plain union has the fingerprint of a run without the option
             r.pop("labelled_fraction")
-        return fingerprint({"pseudo": self.fp_pseudo(n), "retrain": r})
+        return fingerprint({"pseudo": self.fp_pseudo(n, ints), "retrain": r})
 
-    def fp_eval(self) -> str:
+    def fp_eval(self, ints: bool = False) -> str:
         e = self.cfg.eval
         return fingerprint({"eval": {"tiou_thresholds": list(e.tiou_thresholds), "batch_size": e.batch_size,
-                                     "classifier": _changes(self.cfg.classifier, SelfTrainConfig().classifier)},
+                                     "classifier": _changes(self.cfg.classifier, SelfTrainConfig().classifier, ints)},
                             "data": self.data.source})
+
+    def fingerprints(self, fp: Callable[..., str], *args: Any) -> list[str]:
+        """``fp(*args)`` and its ``ints=True`` variant (the first is the one recorded)."""
+        out = [fp(*args)]
+        alt = fp(*args, ints=True)
+        return out if alt == out[0] else [*out, alt]
 
     # -- builders -------------------------------------------------------------------------
     def localizer_config(self):
@@ -307,19 +319,21 @@ def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] 
 # --------------------------------------------------------------------------- stage bookkeeping
 
 
-def _done(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
-    """True if ``out`` exists and was made with fingerprint ``fp`` (error if another).
-    Decided by rank 0 for all ranks."""
+def _done(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
+    """True if ``out`` exists and was made with fingerprint ``fp`` (or one of a list: the first
+    is recorded for a new stage; error if another). Decided by rank 0 for all ranks."""
     if not D.is_main_process():
         return D.broadcast_object(None)
     return D.broadcast_object(_done_here(ctx, out, stage_dir, fp, what))
 
 
-def _done_here(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
+def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
+    accepted = [fp] if isinstance(fp, str) else list(fp)
+    fp = accepted[0]
     rec_path = os.path.join(stage_dir, STAGE_FILE)
     if os.path.exists(rec_path):
         rec = read_json(rec_path)
-        if rec.get("fingerprint") != fp:
+        if rec.get("fingerprint") not in accepted:
             raise ConfigError(
                 f"{stage_dir}: {what} was made with a different configuration "
                 f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
@@ -342,9 +356,8 @@ def stage_base(ctx: Context) -> str:
     from stovtal.data import collate_videos
     from stovtal.engine import Trainer
 
-    out_dir = ctx.path("base")
-    out = os.path.join(out_dir, "model.pt")
-    if _done(ctx, out, out_dir, ctx.fp_base(), "base"):
+    out_dir, out = ctx.layout.base_dir, ctx.layout.base_model
+    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_base), "base"):
         return out
     tcfg = ctx.train_config()
     from stovtal.engine import seed_everything
@@ -363,13 +376,10 @@ def stage_base(ctx: Context) -> str:
 def stage_pseudolabel(ctx: Context, n: int) -> str:
     """Pseudo-label ``n`` unlabelled videos with the base model's EMA weights."""
     from .distributed import pseudo_label_distributed
-    from .pseudolabel import PSEUDO_FILE
-
-    out_dir = ctx.path("pseudo", f"n{n}")
-    out = os.path.join(out_dir, PSEUDO_FILE)
-    if _done(ctx, out, out_dir, ctx.fp_pseudo(n), f"pseudolabel n={n}"):
+    out_dir, out = ctx.layout.pseudo_dir(n), ctx.layout.pseudo_labels(n)
+    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n), f"pseudolabel n={n}"):
         return out
-    model = ctx.load_model(_require(ctx.path("base", "model.pt"), "base"))
+    model = ctx.load_model(_require(ctx.layout.base_model, "base"))
     db = pseudo_label_distributed(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.cfg.pseudo,
                                   device=ctx.device, progress=ctx.cfg.progress, job=ctx.job,
                                   num_jobs=ctx.num_jobs, desc=f"pseudo-label n={n}")
@@ -392,12 +402,11 @@ def stage_retrain(ctx: Context, n: int) -> str:
     from .distributed import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
-    out_dir = ctx.path("retrain", f"n{n}")
-    out = os.path.join(out_dir, "teacher.pt")
-    if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
+    out_dir, out = ctx.layout.retrain_dir(n), ctx.layout.teacher(n)
+    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_retrain, n), f"retrain n={n}"):
         return out
-    base_state = load_model(_require(ctx.path("base", "model.pt"), "base")).state_dict
-    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
+    base_state = load_model(_require(ctx.layout.base_model, "base")).state_dict
+    pl = read_json(_require(ctx.layout.pseudo_labels(n), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
@@ -412,7 +421,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
-                                        os.path.join(out_dir, f"refresh-e{epoch:04d}"), ctx.cfg.pseudo,
+                                        ctx.layout.refresh_dir(n, epoch), ctx.cfg.pseudo,
                                         device=ctx.device, progress=ctx.cfg.progress, desc=f"refresh e{epoch}")
 
     pseudo = PseudoLabelledSet(make, pl["database"])
@@ -439,17 +448,17 @@ def stage_eval(ctx: Context) -> dict[str, str]:
     """CB / CN / GZSL mAP of the base model and of every self-trained teacher."""
     from .evaluation import evaluate_model
 
-    out_dir = ctx.path("eval")
-    fp = ctx.fp_eval()
-    models = {"base": (ctx.path("base", "model.pt"), "base", ctx.fp_base())}
+    lay = ctx.layout
+    models = {"base": (lay.base_model, "base", lambda ints: ctx.fp_base(ints))}
     for n in ctx.scales():
-        models[f"selftrained-n{n}"] = (ctx.path("retrain", f"n{n}", "teacher.pt"), f"retrain n={n}",
-                                       ctx.fp_retrain(n))
+        models[f"selftrained-n{n}"] = (lay.teacher(n), f"retrain n={n}",
+                                       lambda ints, n=n: ctx.fp_retrain(n, ints))
     outs = {}
     for name, (ckpt, stage, model_fp) in models.items():
-        out = os.path.join(out_dir, f"{name}.json")
+        out = lay.eval_result(name)
         outs[name] = out
-        if _done(ctx, out, os.path.join(out_dir, name), fingerprint([fp, model_fp]), f"eval {name}"):
+        fps = list(dict.fromkeys(fingerprint([ctx.fp_eval(ints), model_fp(ints)]) for ints in (False, True)))
+        if _done(ctx, out, lay.eval_stage_dir(name), fps, f"eval {name}"):
             continue
         model = ctx.load_model(_require(ckpt, stage))
         res = evaluate_model(model, ctx, desc=f"eval {name}")  # None on ranks > 0
@@ -463,10 +472,10 @@ def stage_eval(ctx: Context) -> dict[str, str]:
 def stage_report(ctx: Context) -> str:
     from .report import write_report
 
-    out = ctx.path("report.md")
+    out = ctx.layout.report
     if not D.is_main_process():
         return out
-    if os.path.exists(out) and os.path.exists(ctx.path("results.json")):
+    if os.path.exists(out) and os.path.exists(ctx.layout.results):
         ctx.log(f"[report] output exists, skipped: {out}")
         return out
     return write_report(ctx)

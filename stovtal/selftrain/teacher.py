@@ -29,9 +29,13 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
+from stovtal.engine.trainer import TrainerHook
+
 __all__ = [
     "ConsistencyLoss",
+    "DrawEpoch",
     "FixedShareEpochs",
+    "PseudoLabelRefresh",
     "PseudoLabelledSet",
     "SourceTagged",
     "actionness_consistency",
@@ -187,13 +191,43 @@ class ConsistencyLoss:
         return {**losses, "loss": losses["loss"] + self.weight * cons, "cons_loss": cons.detach()}
 
 
+class PseudoLabelRefresh(TrainerHook):
+    """Online self-training: before epoch ``e`` (a multiple of ``every``, > 0) the teacher
+    (the trainer's EMA) pseudo-labels the unlabelled videos again and ``pseudo`` switches to
+    the new labels. ``refresh(teacher, epoch)`` returns the pseudo-label database; it must be
+    idempotent (a resumed run calls it again for the last refresh epoch)."""
+
+    def __init__(self, pseudo: PseudoLabelledSet, refresh: Callable[[nn.Module, int], Mapping[str, Any]],
+                 every: int):
+        self.pseudo, self.refresh, self.every = pseudo, refresh, int(every)
+
+    def before_epoch(self, trainer: Any) -> None:
+        last = (trainer.epoch // self.every) * self.every
+        if last > 0 and self.pseudo.version != last:
+            self.pseudo.set_labels(self.refresh(trainer.ema.module, last)["database"], last)
+            trainer.model.train()
+
+
+class DrawEpoch(TrainerHook):
+    """Draws the items of each epoch of a :class:`FixedShareEpochs` training set."""
+
+    def __init__(self, train_set: FixedShareEpochs):
+        self.train_set = train_set
+
+    def before_epoch(self, trainer: Any) -> None:
+        self.train_set.set_epoch(trainer.epoch)
+
+
 def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], labelled: Dataset,
                  pseudo: PseudoLabelledSet, train_cfg: Any, workdir: str | os.PathLike, *,
                  teacher_decay: float = 0.999, consistency_weight: float = 0.0,
                  refresh_every: int = 0, refresh: Callable[[nn.Module, int], Mapping[str, Any]] | None = None,
                  labelled_fraction: float = 0.0,
                  log: Callable[[str], None] = print, extra_state: dict[str, Any] | None = None):
-    """A :class:`stovtal.engine.Trainer` for the Mean Teacher (see the module docstring).
+    """A :class:`stovtal.engine.Trainer` for the Mean Teacher (see the module docstring): the
+    teacher is the trainer's EMA (``teacher_decay``, initialised from ``base_state``), the
+    consistency term its loss (:class:`ConsistencyLoss`), the refresh and the fixed share hooks
+    (:class:`PseudoLabelRefresh`, :class:`DrawEpoch`).
 
     Args:
         student: the model to train (already initialised: from scratch or from the base model).
@@ -212,25 +246,17 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
     teacher = ModelEMA(student, decay=teacher_decay, warmup=False, init_state=dict(base_state))
     train_set: Dataset
     n_l, n_p = len(labelled), len(pseudo)  # type: ignore[arg-type]
+    hooks: list[Any] = []
+    if refresh_every > 0:
+        hooks.append(PseudoLabelRefresh(pseudo, refresh, refresh_every))  # type: ignore[arg-type]
     if labelled_fraction > 0 and n_l > 0 and n_p > 0:
         train_set = FixedShareEpochs(labelled, pseudo, labelled_fraction, train_cfg.seed)
+        hooks.append(DrawEpoch(train_set))
     else:
         if labelled_fraction > 0:
             log(f"retraining on the plain union: no share to fix with {n_l} labelled and {n_p} "
                 "pseudo-labelled videos")
         train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
-
-    class MeanTeacherTrainer(Trainer):
-        def train_one_epoch(self) -> dict[str, float]:
-            if refresh_every > 0:
-                last = (self.epoch // refresh_every) * refresh_every
-                if last > 0 and pseudo.version != last:
-                    pseudo.set_labels(refresh(self.ema.module, last)["database"], last)
-                    self.model.train()
-            if isinstance(train_set, FixedShareEpochs):
-                train_set.set_epoch(self.epoch)
-            return super().train_one_epoch()
-
     loss_fn = ConsistencyLoss(lambda: teacher.module, consistency_weight)
-    return MeanTeacherTrainer(student, train_set, train_cfg, workdir, collate_fn=collate_videos,
-                              loss_fn=loss_fn, ema=teacher, log=log, extra_state=extra_state)
+    return Trainer(student, train_set, train_cfg, workdir, collate_fn=collate_videos, loss_fn=loss_fn,
+                   ema=teacher, log=log, extra_state=extra_state, hooks=hooks)

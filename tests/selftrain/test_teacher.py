@@ -10,6 +10,7 @@ pytest.importorskip("stovtal.engine", reason="needs the models/extract branches"
 import torch
 from torch.utils.data import Dataset
 
+from stovtal.engine import TrainerHook
 from stovtal.models import ActionLocalizer, LocalizerConfig
 from stovtal.selftrain.teacher import (
     ConsistencyLoss,
@@ -191,10 +192,13 @@ def test_trainer_redraws_the_fixed_share_every_epoch(tmp_path):
     ds = trainer.train_set
     assert isinstance(ds, FixedShareEpochs) and len(ds) == 12 and trainer.iters_per_epoch == 3
     seen = []
-    for _ in range(3):
-        trainer.train_one_epoch()
-        seen.append((ds.epoch, list(ds.items)))
-        trainer.epoch += 1
+
+    class Record(TrainerHook):
+        def after_epoch(self, trainer, stats):
+            seen.append((ds.epoch, list(ds.items)))
+
+    trainer.hooks.append(Record())
+    trainer.fit()
     assert [e for e, _ in seen] == [0, 1, 2]
     assert seen[0][1] != seen[1][1] != seen[2][1]
     for _, items in seen:

@@ -1,0 +1,147 @@
+"""Work-directory layouts: every path an application writes, in one place.
+
+Applications and their stages ask a layout for a path instead of joining names themselves,
+so the layout below is the whole truth about a work directory::
+
+    python -m stovtal.selftrain (SelfTrainLayout)
+        config.yaml                     the resolved configuration of the last run
+        world/ | world-web<N>/          the synthetic world (data.synthetic); -web<N>: enlarged web set
+        base/                           training state (last.pt, best.pt), stage.json,
+          model.pt                      the base model (EMA weights), a model file
+        pseudo/n<N>/                    stage.json, shards/ (manifest + outputs),
+          pseudo_labels.json            the pseudo-labels of N unlabelled videos
+        retrain/n<N>/                   training state, stage.json, refresh-e<epoch>/ (re-labelling),
+          teacher.pt                    the self-trained teacher, a model file
+        eval/<model>.json               CB / CN / GZSL of "base" and "selftrained-n<N>"
+        eval/<model>/stage.json
+        report.md, results.json, plots/<name>.png
+
+    python -m stovtal.feel (FeelLayout)
+        world/                          the synthetic world (when no annotations are given)
+        state.json                      the finished iterations' records (resume point)
+        ckpt/iter_<t>.pt                CoLA of iteration t, a model file (assignment in meta)
+        predictions_iter<t>.json, results.json, details.json, feel.png
+
+    python -m stovtal.train (TrainLayout)
+        config.yaml, last.pt, best.pt (training states), eval.json
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["FeelLayout", "SelfTrainLayout", "TrainLayout"]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def config(self) -> str:
+        return self.path("config.yaml")
+
+
+@dataclass(frozen=True)
+class TrainLayout(_Layout):
+    """``python -m stovtal.train``'s work directory (the trainer writes ``last.pt`` / ``best.pt``)."""
+
+    @property
+    def last(self) -> str:
+        return self.path("last.pt")
+
+    @property
+    def best(self) -> str:
+        return self.path("best.pt")
+
+    @property
+    def eval(self) -> str:
+        return self.path("eval.json")
+
+
+@dataclass(frozen=True)
+class SelfTrainLayout(_Layout):
+    """``python -m stovtal.selftrain``'s work directory (see the module docstring)."""
+
+    def world(self, num_web: int, default_num_web: int) -> str:
+        return self.path("world" if num_web == default_num_web else f"world-web{num_web}")
+
+    @property
+    def base_dir(self) -> str:
+        return self.path("base")
+
+    @property
+    def base_model(self) -> str:
+        return self.path("base", "model.pt")
+
+    def pseudo_dir(self, n: int) -> str:
+        return self.path("pseudo", f"n{n}")
+
+    def pseudo_labels(self, n: int) -> str:
+        return self.path("pseudo", f"n{n}", "pseudo_labels.json")
+
+    def retrain_dir(self, n: int) -> str:
+        return self.path("retrain", f"n{n}")
+
+    def teacher(self, n: int) -> str:
+        return self.path("retrain", f"n{n}", "teacher.pt")
+
+    def refresh_dir(self, n: int, epoch: int) -> str:
+        return self.path("retrain", f"n{n}", f"refresh-e{epoch:04d}")
+
+    @property
+    def eval_dir(self) -> str:
+        return self.path("eval")
+
+    def eval_result(self, model: str) -> str:
+        return self.path("eval", f"{model}.json")
+
+    def eval_stage_dir(self, model: str) -> str:
+        return self.path("eval", model)
+
+    @property
+    def report(self) -> str:
+        return self.path("report.md")
+
+    @property
+    def results(self) -> str:
+        return self.path("results.json")
+
+    @property
+    def plots(self) -> str:
+        return self.path("plots")
+
+
+@dataclass(frozen=True)
+class FeelLayout(_Layout):
+    """``python -m stovtal.feel``'s work directory (see the module docstring)."""
+
+    @property
+    def world(self) -> str:
+        return self.path("world")
+
+    @property
+    def state(self) -> str:
+        return self.path("state.json")
+
+    def checkpoint(self, iteration: int) -> str:
+        return self.path("ckpt", f"iter_{iteration}.pt")
+
+    def predictions(self, iteration: int) -> str:
+        return self.path(f"predictions_iter{iteration}.json")
+
+    @property
+    def results(self) -> str:
+        return self.path("results.json")
+
+    @property
+    def details(self) -> str:
+        return self.path("details.json")
+
+    @property
+    def plot(self) -> str:
+        return self.path("feel.png")
