@@ -141,6 +141,7 @@ class Checker:
         self.deadline = time.monotonic() + budget_s
         self.budget_s = budget_s
         self.work = work  # the pipelines' work dirs and installed wheels, kept out of OUTDIR
+        self.build_dir: str | None = None
         os.makedirs(outdir, exist_ok=True)
         os.makedirs(self.work, exist_ok=True)
         self.log = open(os.path.join(outdir, "gpu_check.log"), "w")
@@ -256,7 +257,7 @@ class Checker:
             return
         env = dict(self.env, STOVTAL_CUDA="ON", PYTHON=PY,
                    CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
-        build_dir = os.path.join(ROOT, "build", f"gpu-check-sm{self.arch}")
+        build_dir = self.build_dir or os.path.join(ROOT, "build", f"gpu-check-sm{self.arch}")
         ok, out = self.cmd(part, ["bash", os.path.join(ROOT, "tools", "build_inplace.sh"), build_dir,
                                   f"-DCMAKE_CUDA_ARCHITECTURES={self.arch}"], limit, env)
         compiled = len(re.findall(r"Building (?:CXX|CUDA) object", out))
@@ -539,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheels", default=os.path.join(ROOT, ".whl"),
                     help="folder of wheels installed (to OUTDIR.work/site) when omegaconf is missing "
                     "(default: .whl in the repository; fill it with --fetch-wheels)")
+    ap.add_argument("--build-dir", help="CMake build folder (default build/gpu-check-smARCH; kept, so "
+                    "a second run rebuilds incrementally)")
     ap.add_argument("--only", help="comma-separated parts to run (env and build always run)")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -549,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         only.append("build")
     checker = Checker(os.path.abspath(args.outdir), args.dry_run, args.budget, args.skip_build,
                       args.arch, args.wheels, only, os.path.abspath(args.work))
+    checker.build_dir = os.path.abspath(args.build_dir) if args.build_dir else None
     summary = checker.run()
     print()
     print(format_tables(summary))
