@@ -71,6 +71,7 @@ __all__ = [
     "TextConfig",
     "TrainConfig",
     "config_path",
+    "retrain_train_overrides",
     "fingerprint",
     "load",
     "load_config",
@@ -152,6 +153,10 @@ class TrainConfig:
     AdamW (``lr``, ``weight_decay``), linear warm-up over ``warmup_epochs`` then cosine decay
     to ``min_lr_ratio * lr``, gradient clipping at norm ``clip_grad`` (0: off), an EMA of the
     weights (``ema_decay``; ``ema_warmup``: decay ramped up over the first steps), AMP on CUDA.
+
+    ``optimizer`` (``adamw`` | ``adam``: L2 in the gradient, CoLA's), ``schedule`` (``cosine`` |
+    ``constant``, CoLA's) and ``iterations`` (> 0: that many steps instead of ``epochs``) are
+    read by FEEL's CoLA training only; the localizer's trainer requires their defaults.
     """
 
     epochs: int = 35
@@ -170,6 +175,9 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 20
     progress: bool = True
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    iterations: int = 0
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -270,10 +278,27 @@ class PseudoLabelConfig:
 class RetrainConfig:
     """Mean Teacher retraining on labelled (class-agnostic) + pseudo-labelled videos.
 
+    The schedule is the authors' (HYUNJS/STOV-TAL ``configs/joint/TH_vifi_prop_*_UKR*-PL.yaml``):
+    learning rate = the base run's ``train.lr`` x ``lr_scale`` (1e-5 against 1e-4), a linear
+    warm-up of ``warmup_epochs`` epochs, then ``epochs`` epochs of cosine decay (ActionFormer
+    counts them apart: 2 + 2). An epoch is one pass over the plain union of labelled and
+    pseudo-labelled videos (with ``labelled_fraction``, an epoch of that length), so at a fixed
+    number of epochs the step count grows linearly with the number of unlabelled videos, while
+    the learning rate does not change: the authors keep 2 + 2 epochs at 5k and 10k unlabelled
+    videos and use 2 + 4 at 100k (with the pseudo-label threshold lowered from 0.10 to 0.05). With
+    few unlabelled videos beside many labelled ones, raise ``epochs`` so that the retraining
+    still takes a few thousand steps.
+
     Attributes:
-        train: overrides of the ``train`` section for the student (any :class:`TrainConfig`
-            key; the rest is inherited).
-        teacher_decay: EMA decay of the teacher (initialised from the base model's EMA weights).
+        train: other overrides of ``TrainConfig`` for the student (defaults: the ``train``
+            section); the schedule keys ``lr``, ``epochs``, ``warmup_epochs`` are set by
+            ``lr_scale``, ``epochs``, ``warmup_epochs`` below.
+        lr_scale: retraining learning rate / base learning rate (the authors: 0.1).
+        warmup_epochs: linear warm-up epochs (the authors: 2).
+        epochs: epochs after the warm-up (the authors: 2; 4 at 100k unlabelled videos).
+        teacher_decay: EMA decay of the teacher.
+        teacher_init: the teacher starts from the base model's ``raw`` weights (the authors'
+            choice) or from its ``ema`` weights.
         student_init: ``scratch`` (the authors' choice) or ``base``.
         consistency_weight: weight of the teacher-student consistency loss (MSE between the
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
@@ -288,8 +313,12 @@ class RetrainConfig:
             lost 1.2 on average, CN +7.8 against +7.1.
     """
 
-    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 6})
+    train: dict[str, Any] = field(default_factory=dict)
+    lr_scale: float = 0.1
+    warmup_epochs: int = 2
+    epochs: int = 2
     teacher_decay: float = 0.999
+    teacher_init: str = "raw"
     student_init: str = "scratch"
     consistency_weight: float = 0.0
     refresh_every: int = 0
@@ -374,10 +403,11 @@ def _selftrain_data() -> DataConfig:
 
 
 def _selftrain_model() -> LocalizerConfig:
-    # sized so that the default pipeline runs in minutes on 2 CPU cores (the architecture of the
-    # authors' localizer, narrower, with the shorter attention window of the shipped synthetic
-    # config); the full-size localizer is LocalizerConfig's default (model.embed_dim=512 ...)
-    return LocalizerConfig(embed_dim=64, head_dim=64, num_heads=4, window=9)
+    # sized so that the default pipeline runs in minutes on 2 CPU cores: ActionFormer's
+    # architecture (LocalizerConfig), narrower, with a shorter attention window, and batches
+    # padded to the largest stride instead of max_seq_len (the synthetic videos are 100-300
+    # snippets); the full-size localizer is LocalizerConfig's default (model.embed_dim=512 ...)
+    return LocalizerConfig(embed_dim=64, head_dim=64, num_heads=4, window=9, pad_to_max_seq_len=False)
 
 
 def _selftrain_train() -> TrainConfig:
@@ -425,7 +455,7 @@ def _feel_train() -> TrainConfig:
     # on the default synthetic run the final training loss per iteration is 0.16-0.27 after
     # 10 epochs (still falling) and 0.073-0.077 after 30; with true labels 1.38 / 0.080 and
     # 0.070 after 40: 30 epochs is where the loss levels off
-    return TrainConfig(epochs=30, batch_size=8, lr=2e-3, weight_decay=5e-4, clip_grad=1.0)
+    return TrainConfig(epochs=30, batch_size=8, lr=2e-3, weight_decay=5e-4, clip_grad=1.0, warmup_epochs=0.0)
 
 
 def _feel_model() -> CoLAConfig:
@@ -438,7 +468,8 @@ class FeelConfig:
     """``python -m stovtal.feel``: k-means -> CCI -> IIS -> CoLA, ``iterations`` rounds.
 
     ``data.max_seq_len``: training crops (random) of longer videos, in snippets. ``train``:
-    CoLA's AdamW + cosine schedule (epochs, batch_size, lr, weight_decay, clip_grad).
+    CoLA's training (epochs or iterations, batch_size, optimizer, lr, weight_decay, schedule,
+    clip_grad; the localizer trainer's other keys are not used).
     ``num_threads``: intra-op CPU threads (0: torch's default); CoLA's small convs gain little
     from more, and on a shared machine spinning OpenMP workers cost far more than they bring.
     """
@@ -702,6 +733,7 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "epochs": ge(1), "batch_size": ge(1), "lr": gt(0), "weight_decay": ge(0), "warmup_epochs": ge(0),
         "min_lr_ratio": within(0, 1), "clip_grad": ge(0), "ema_decay": within(0, 1, hi_open=True),
         "num_workers": ge(0), "eval_every": ge(0), "log_every": ge(1),
+        "optimizer": one_of("adamw", "adam"), "schedule": one_of("cosine", "constant"), "iterations": ge(0),
     },
     AdapterTrainConfig: {"epochs": ge(1), "batch_size": ge(1), "lr": gt(0), "weight_decay": ge(0)},
     TextConfig: {"kind": one_of("npz", "open_clip"), "logit_scale": optional(gt(0))},
@@ -717,7 +749,9 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "shard_size": ge(1), "batch_size": ge(1), "num_workers": ge(0),
     },
     RetrainConfig: {
-        "teacher_decay": within(0, 1, hi_open=True), "student_init": one_of("scratch", "base"),
+        "lr_scale": gt(0), "warmup_epochs": ge(0), "epochs": ge(1),
+        "teacher_decay": within(0, 1, hi_open=True), "teacher_init": one_of("raw", "ema"),
+        "student_init": one_of("scratch", "base"),
         "consistency_weight": ge(0), "refresh_every": ge(0), "labelled_fraction": within(0, 1, hi_open=True),
     },
     ClusterConfig: {
@@ -725,6 +759,8 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "lam": within(0, 1), "dense_limit": ge(1), "topk_m": ge(1),
     },
     IISConfig: {"schedule": one_of("constant", "variable"), "p0": within(0, 1, lo_open=True), "gamma": gt(0)},
+    CoLAConfig: {"border": one_of("replicate", "zero"), "action_reduction": one_of("sum", "mean")},
+    LocalizeConfig: {"upscale": ge(1), "min_run": ge(1), "oic_margins": one_of("round", "cola")},
     Config: {"num_threads": ge(0)},
     SelfTrainConfig: {"num_threads": ge(0), "scale": each(ge(1), nonempty=False)},
     FeelConfig: {"iterations": ge(1), "num_threads": ge(0)},
@@ -772,7 +808,27 @@ def validate(cfg: Any, check_paths: bool = True) -> None:
         _validate_feel(cfg)
 
 
+def _check_localizer_train(t: TrainConfig, key: str) -> None:
+    default = TrainConfig()
+    for name in ("optimizer", "schedule", "iterations"):
+        _need(getattr(t, name) == getattr(default, name), f"{key}.{name}",
+              f"the localizer's trainer uses {getattr(default, name)!r} (AdamW, warm-up + cosine, epochs)")
+
+
+#: the retraining schedule has its own keys (RetrainConfig); these may not hide in retrain.train
+RETRAIN_SCHEDULE_KEYS = {"lr": "retrain.lr_scale", "epochs": "retrain.epochs", "warmup_epochs": "retrain.warmup_epochs"}
+
+
+def retrain_train_overrides(cfg: SelfTrainConfig) -> dict[str, Any]:
+    """``TrainConfig`` overrides of the retraining: ``retrain.train`` and the schedule of the
+    retrain section (lr = base lr x ``lr_scale``; ``warmup_epochs`` + ``epochs`` epochs in all)."""
+    r = cfg.retrain
+    return {**r.train, "lr": cfg.train.lr * r.lr_scale,
+            "warmup_epochs": float(r.warmup_epochs), "epochs": r.warmup_epochs + r.epochs}
+
+
 def _validate_train(cfg: Config) -> None:
+    _check_localizer_train(cfg.train, "train")
     d = cfg.data
     if not d.is_synthetic:
         for key in ("annotations", "feature_dir"):
@@ -795,14 +851,17 @@ def _validate_selftrain(cfg: SelfTrainConfig, check_paths: bool) -> None:
     for key in ("seed", "device", "progress"):
         _need(getattr(cfg.train, key) == getattr(default, key), f"train.{key}",
               f"set the run's {key} with the top-level key {key}= instead")
+    _check_localizer_train(cfg.train, "train")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(cfg.retrain.train) - known)
     _need(not unknown, "retrain.train", f"unknown keys {unknown} (TrainConfig keys only)")
+    for key, instead in RETRAIN_SCHEDULE_KEYS.items():
+        _need(key not in cfg.retrain.train, f"retrain.train.{key}", f"is set by {instead}")
     try:
-        retrain = TrainConfig(**{**dataclasses.asdict(cfg.train), **cfg.retrain.train})
+        retrain = TrainConfig(**{**dataclasses.asdict(cfg.train), **retrain_train_overrides(cfg)})
     except ConfigError as exc:
         raise ConfigError(f"retrain.{exc}") from None
-    del retrain
+    _check_localizer_train(retrain, "retrain.train")
     d = cfg.data
     if d.is_synthetic:
         _check_world(d.world)

@@ -6,7 +6,8 @@ so the layout below is the whole truth about a work directory::
     python -m stovtal.selftrain (SelfTrainLayout)
         config.yaml                     the resolved configuration of the last run
         world/ | world-web<N>/          the synthetic world (data.synthetic); -web<N>: enlarged web set
-        base/                           training state (last.pt, best.pt), stage.json,
+        base/                           stage.json, best.pt (training state),
+          last.pt                       the final training state (raw and EMA weights)
           model.pt                      the base model (EMA weights), a model file
         pseudo/n<N>/                    stage.json, shards/ (manifest + outputs),
           pseudo_labels.json            the pseudo-labels of N unlabelled videos
@@ -77,6 +78,10 @@ class SelfTrainLayout(_Layout):
     @property
     def base_model(self) -> str:
         return self.path("base", "model.pt")
+
+    @property
+    def base_state(self) -> str:
+        return TrainLayout(self.base_dir).last
 
     def pseudo_dir(self, n: int) -> str:
         return self.path("pseudo", f"n{n}")

@@ -59,7 +59,8 @@ def _config_fingerprint_v0(cfg: FeelConfig) -> dict[str, Any] | None:
     default_train = to_dict(FeelConfig().train)
     if set(data["world"]) != set(_V0_WORLD_KEYS) or any(
             train[k] != default_train[k] for k in default_train
-            if k not in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad")):
+            if k not in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "optimizer", "schedule",
+                         "iterations")):
         return None
     return {
         "seed": d["seed"], "iterations": d["iterations"], "tiou_thresholds": d["eval"]["tiou_thresholds"],
@@ -72,7 +73,8 @@ def _config_fingerprint_v0(cfg: FeelConfig) -> dict[str, Any] | None:
         "model": {k: v for k, v in model.items() if k not in ("in_dim", "num_classes")},
         "train": {"epochs": train["epochs"], "batch_size": train["batch_size"], "lr": train["lr"],
                   "weight_decay": train["weight_decay"], "grad_clip": train["clip_grad"],
-                  "max_seq_len": data["max_seq_len"]},
+                  "max_seq_len": data["max_seq_len"], "optimizer": train["optimizer"],
+                  "schedule": train["schedule"], "iterations": train["iterations"]},
         "localize": d["localize"], "naming": d["naming"],
     }
 

@@ -25,14 +25,21 @@ from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils.fileio import atomic_write_json, read_json
 
-from .config import ConfigError, SelfTrainConfig, TrainConfig, fingerprint, to_dict
+from .config import (
+    ConfigError,
+    SelfTrainConfig,
+    TrainConfig,
+    fingerprint,
+    retrain_train_overrides,
+    to_dict,
+)
 from .filtering import nested_subset
 
 __all__ = ["STAGES", "Context", "make_context", "run_pipeline", "run_stage"]
 
 STAGES = ("base", "pseudolabel", "retrain", "eval", "report")
 STAGE_FILE = "stage.json"
-_FP_MODEL = {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9}
+_FP_MODEL = {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9, "pad_to_max_seq_len": False}
 _FP_TRAIN = {"epochs": 12, "batch_size": 4, "warmup_epochs": 2.0, "lr": 5e-4, "ema_warmup": True}
 
 
@@ -200,7 +207,7 @@ class Context:
         c, d = self.cfg, SelfTrainConfig()
         return fingerprint({"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
                             "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
-                            "max_seq_len": c.data.max_seq_len})
+                            "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"})
 
     def fp_pseudo(self, n: int, ints: bool = False) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
@@ -232,11 +239,12 @@ class Context:
         return dataclasses.replace(self.cfg.model, input_dim=self.data.feat_dim)
 
     def train_config(self, retrain: bool = False) -> TrainConfig:
-        """The ``train`` section with the run's seed, device and progress (and, for
-        ``retrain``, the ``retrain.train`` overrides)."""
+        """The ``train`` section with the run's seed, device and progress; for ``retrain``,
+        with the retraining's overrides (:func:`stovtal.config.retrain_train_overrides`)."""
         c = self.cfg
+        over = retrain_train_overrides(c) if retrain else {}
         return TrainConfig(**{**dataclasses.asdict(c.train), "seed": c.seed, "device": c.device,
-                              "progress": c.progress, **(c.retrain.train if retrain else {})})
+                              "progress": c.progress, **over})
 
     def new_model(self):
         from stovtal.models import ActionLocalizer
@@ -285,9 +293,16 @@ class Context:
 
         from .teacher import AGNOSTIC, class_agnostic
 
-        db = class_agnostic(self.data.annotations, self.data.train_subset)
+        # videos with a novel-class action are left out (as stovtal.train does), so that no
+        # novel action is seen as an action, nor as background
+        base = set(self.data.base)
+        kept = {vid: info for vid, info in self.data.annotations.items()
+                if info.get("subset") == self.data.train_subset
+                and all(a["label"] in base for a in info.get("annotations", []))}
+        db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled videos of subset {self.data.train_subset!r}")
+            raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
+                              f"base-class actions")
         return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
                                    feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
                                    training=True, require_annotations=True)
@@ -405,9 +420,12 @@ def stage_retrain(ctx: Context, n: int) -> str:
     out_dir, out = ctx.layout.retrain_dir(n), ctx.layout.teacher(n)
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_retrain, n), f"retrain n={n}"):
         return out
-    base_state = load_model(_require(ctx.layout.base_model, "base")).state_dict
-    pl = read_json(_require(ctx.layout.pseudo_labels(n), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
+    if r.teacher_init == "raw":  # the base run's final raw weights (its training state)
+        base_state = load_model(_require(ctx.layout.base_state, "base"), weights="model").state_dict
+    else:
+        base_state = load_model(_require(ctx.layout.base_model, "base")).state_dict
+    pl = read_json(_require(ctx.layout.pseudo_labels(n), f"pseudolabel n={n}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
