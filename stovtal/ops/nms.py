@@ -52,6 +52,8 @@ def temporal_nms(
     positive intersection are suppressed. Segments a few ``1e-6`` long get
     different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
+    The CPU kernel visits only overlapping pairs of comparable length
+    (interval index): O(N log N) plus the pairs it visits.
     """
     return torch.ops.stovtal.temporal_nms(segments, scores, float(iou_threshold), labels, int(max_keep))
 
@@ -119,6 +121,8 @@ def soft_nms(
     class-agnostic mode, over all candidates; pass no ``labels`` for that.
 
     float16/bfloat16 inputs compute in float32. Not differentiable.
+    The CPU kernel visits only the candidates that overlap each selection
+    (interval index, lazy max-heap): O(N log N) plus the pairs it visits.
     """
     if isinstance(method, str):
         if method not in SOFT_NMS_METHODS:
