@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._checks import check_floating
+
 __all__ = ["jaccard_distance", "jaccard_distance_topk"]
 
 _SEMANTICS = """
@@ -97,7 +99,7 @@ def _check_fake(features: Tensor, k1: int, k2: int, name: str) -> None:
         features.dim() in (2, 3),
         lambda: f"{name}: features must be 2-D [N, D] or batched 3-D [B, N, D]",
     )
-    torch._check(features.dtype.is_floating_point, lambda: f"{name}: features must be floating point")
+    check_floating(name, "features", features)
     torch._check(k1 >= 1, lambda: f"{name}: k1 must be >= 1")
     torch._check(1 <= k2 <= k1, lambda: f"{name}: k2 must satisfy 1 <= k2 <= k1")
     torch._check(features.shape[-2] >= k1, lambda: f"{name}: needs N >= k1")

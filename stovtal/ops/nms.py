@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ._checks import check_floating, check_same_device
+
 __all__ = ["soft_nms", "temporal_nms", "SOFT_NMS_METHODS"]
 
 # Method codes of the C++ schema (ActionFormer's numbering; 0 would be hard NMS).
@@ -128,6 +130,7 @@ def soft_nms(
 
 
 def _check_fake(name: str, segments: Tensor, scores: Tensor, labels: Tensor | None) -> None:
+    check_same_device(name, segments=segments, scores=scores, labels=labels)
     torch._check(
         segments.dim() == 2 and segments.shape[1] == 2,
         lambda: f"{name}: segments must have shape [N, 2]",
@@ -135,7 +138,7 @@ def _check_fake(name: str, segments: Tensor, scores: Tensor, labels: Tensor | No
     torch._check(scores.dim() == 1, lambda: f"{name}: scores must be 1-D")
     torch._check(scores.shape[0] == segments.shape[0], lambda: f"{name}: scores must have shape [N]")
     torch._check(segments.dtype == scores.dtype, lambda: f"{name}: segments and scores must have the same dtype")
-    torch._check(segments.dtype.is_floating_point, lambda: f"{name}: segments must be floating point")
+    check_floating(name, "segments", segments)
     if labels is not None:
         torch._check(labels.dim() == 1 and labels.shape[0] == segments.shape[0], lambda: f"{name}: labels must have shape [N]")
 
@@ -150,6 +153,12 @@ def _num_kept(segments: Tensor) -> torch.SymInt:
 @torch.library.register_fake("stovtal::temporal_nms")
 def _(segments, scores, iou_threshold, labels=None, max_keep=-1):
     _check_fake("temporal_nms", segments, scores, labels)
+    return segments.new_empty((_num_kept(segments),), dtype=torch.long)
+
+
+@torch.library.register_fake("stovtal::_temporal_nms_banded")
+def _(segments, scores, iou_threshold, labels, max_keep, band_bytes):
+    _check_fake("_temporal_nms_banded", segments, scores, labels)
     return segments.new_empty((_num_kept(segments),), dtype=torch.long)
 
 
