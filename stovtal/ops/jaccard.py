@@ -38,7 +38,11 @@ _SEMANTICS = """
     whenever V's row i is non-empty, i.e. unless i is missing from its own
     k1 neighbours (more than k1 - 1 exact duplicates with lower indices) and
     k2 == 1. Internally everything is computed in float64; float16/bfloat16/
-    float32 results are rounded to the input dtype at the end.
+    float32 results are rounded to the input dtype at the end. On CUDA, the
+    float32 kNN search runs in float64 whenever float32 matmuls may use TF32
+    (torch's matmul precision set to TF32, ``NVIDIA_TF32_OVERRIDE`` set to
+    anything but ``0``, or ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``), since TF32
+    voids the rounding bound that proves the float32 candidates.
 
     Not differentiable (the neighbourhoods are discrete): the wrappers detach
     the features, so the outputs never require grad.

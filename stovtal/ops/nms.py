@@ -54,6 +54,11 @@ def temporal_nms(
     positive intersection are suppressed. Segments a few ``1e-6`` long get
     different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
+
+    CUDA: the same kept indices as the CPU. The pairwise suppression bitmask
+    is computed in bands of about 1 GiB of mask words (rows suppressed by
+    earlier bands are skipped; it stops at ``max_keep``), so device and host
+    memory stay bounded for any N; the greedy sweep over it runs on the host.
     """
     return torch.ops.stovtal.temporal_nms(segments, scores, float(iou_threshold), labels, int(max_keep))
 
@@ -121,6 +126,13 @@ def soft_nms(
     class-agnostic mode, over all candidates; pass no ``labels`` for that.
 
     float16/bfloat16 inputs compute in float32. Not differentiable.
+
+    CUDA: the same selections and bit-identical scores as the CPU (the shared
+    math is compiled without fused multiply-adds). One thread block runs each
+    label's soft-NMS, compacting the live candidates after every selection;
+    the labels' sequences are merged on the host as on the CPU. Score voting
+    runs one warp per kept segment, whose sums run in another order than the
+    CPU's input order, so voted segments may differ in the last bits.
     """
     if isinstance(method, str):
         if method not in SOFT_NMS_METHODS:

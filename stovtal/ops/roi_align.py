@@ -37,8 +37,10 @@ def roi_align_1d(
             index must be an integer in ``[0, B)``; every value finite.
         output_size: number of bins ``L >= 1``.
         spatial_scale: factor (> 0) from roi units to feature-index units.
-        sampling_ratio: samples per bin; ``<= 0`` means adaptive,
-            ``ceil(roi_width / output_size)``.
+        sampling_ratio: samples per bin, at most ``MAX_SAMPLING_RATIO``
+            (65536); ``<= 0`` means adaptive, ``ceil(roi_width /
+            output_size)`` (unbounded, but its samples are >= 0.5 apart and
+            only those in ``[-1, T]`` are visited, so a bin costs O(T)).
         aligned: if True, shift the scaled roi by -0.5 so that feature index
             ``t`` covers ``[t, t + 1)`` (pixel-model aligned); if False, a
             roi narrower than 1 is widened to 1 (legacy behaviour).
