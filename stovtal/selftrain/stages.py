@@ -171,7 +171,7 @@ class Context:
     def fp_base(self) -> str:
         c = self.cfg
         return fingerprint({"data": self.data.source, "model": c.model, "train": c.train, "seed": c.seed,
-                            "max_seq_len": c.data.max_seq_len})
+                            "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"})
 
     def fp_pseudo(self, n: int) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
@@ -197,7 +197,9 @@ class Context:
     def train_config(self, retrain: bool = False):
         from stovtal.engine import TrainConfig
 
-        over = {**self.cfg.train, **(self.cfg.retrain.train if retrain else {})}
+        from .config import retrain_train_overrides
+
+        over = retrain_train_overrides(self.cfg) if retrain else dict(self.cfg.train)
         return TrainConfig(**{"seed": self.cfg.seed, "device": self.cfg.device, "progress": self.cfg.progress,
                               **over})
 
@@ -248,9 +250,16 @@ class Context:
 
         from .teacher import AGNOSTIC, class_agnostic
 
-        db = class_agnostic(self.data.annotations, self.data.train_subset)
+        # videos with a novel-class action are left out (as stovtal.train does), so that no
+        # novel action is seen as an action, nor as background
+        base = set(self.data.base)
+        kept = {vid: info for vid, info in self.data.annotations.items()
+                if info.get("subset") == self.data.train_subset
+                and all(a["label"] in base for a in info.get("annotations", []))}
+        db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled videos of subset {self.data.train_subset!r}")
+            raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
+                              f"base-class actions")
         return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
                                    feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
                                    training=True, require_annotations=True)
@@ -371,9 +380,12 @@ def stage_retrain(ctx: Context, n: int) -> str:
     out = os.path.join(out_dir, "teacher.pt")
     if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
         return out
-    base_state = load_model(_require(ctx.path("base", "model.pt"), "base")).state_dict
-    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
+    if r.teacher_init == "raw":  # the base run's final raw weights (its training state)
+        base_state = load_model(_require(ctx.path("base", "last.pt"), "base"), weights="model").state_dict
+    else:
+        base_state = load_model(_require(ctx.path("base", "model.pt"), "base")).state_dict
+    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
