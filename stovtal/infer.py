@@ -29,6 +29,7 @@ from stovtal.engine.builders import (
     subset_database,
 )
 from stovtal.engine.run import evaluate_on_test, format_results_table, load_localizer
+from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print CB / CN / GZSL mAP of the config's split on the subset (needs ground truth)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_debug_flag(p)
     return p
 
 
@@ -65,10 +67,12 @@ def _vocab_names(args: argparse.Namespace, default: list[str]) -> list[str]:
     else:
         names = list(default)
     if not names:
-        raise ValueError("the vocabulary is empty")
+        raise ValueError(f"{args.vocab_file}: the vocabulary file is empty" if args.vocab_file
+                         else "--classes: the vocabulary is empty")
     return names
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     state = load_checkpoint(args.ckpt)

@@ -23,7 +23,7 @@ from .builders import (
     evaluate_open_vocab,
     subset_database,
 )
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .inference import predict_segments
 
 __all__ = [
@@ -43,9 +43,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
     """Annotations of the training subset restricted to videos whose actions are all base
     classes (videos with a novel action are dropped, so novel actions never act as background)."""
-    from stovtal.utils.fileio import read_json
+    from stovtal.data.formats import load_annotations
 
-    db = read_json(spec.annotation_file)["database"]
+    db = load_annotations(spec.annotation_file)["database"]
     base = set(spec.base)
     keep = {
         vid: info for vid, info in db.items()
@@ -65,10 +65,7 @@ def load_localizer(cfg: Any, spec: DataSpec, ckpt_path: str, which: str = "ema",
     state = load_checkpoint(ckpt_path, device)
     model = build_localizer(cfg, spec)
     weights = state["ema"]["module"] if which == "ema" else state["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ValueError(f"{ckpt_path}: weights do not fit the configured model ({exc})") from None
+    load_weights(model, weights, ckpt_path)
     return model.to(device).eval()
 
 

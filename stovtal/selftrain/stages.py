@@ -32,6 +32,7 @@ import torch
 
 from stovtal.engine import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.workdir_lock import critical_section
 
 from .config import ConfigError, SelfTrainConfig, fingerprint
 from .filtering import nested_subset
@@ -202,11 +203,11 @@ class Context:
         return ActionLocalizer(self.localizer_config())
 
     def load_model(self, path: str):
-        from stovtal.engine import load_checkpoint
+        from stovtal.engine.checkpoint import load_checkpoint, load_weights
 
         state = load_checkpoint(path)
         model = self.new_model()
-        model.load_state_dict(state["model"])
+        load_weights(model, state.get("model"), path)
         return model.to(self.device).eval()
 
     def labelled_dataset(self):
@@ -257,6 +258,11 @@ def _done(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
 
 
 def _done_here(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
+    with critical_section(ctx.workdir):  # --shard jobs arriving together: one writes, the others check
+        return _check_stage(ctx, out, stage_dir, fp, what)
+
+
+def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
     rec_path = os.path.join(stage_dir, STAGE_FILE)
     if os.path.exists(rec_path):
         rec = read_json(rec_path)
@@ -293,12 +299,11 @@ def stage_base(ctx: Context) -> str:
     seed_everything(tcfg.seed)
     model = ctx.new_model()
     trainer = Trainer(model, ctx.labelled_dataset(), tcfg, out_dir, collate_fn=collate_videos, log=ctx.log)
-    t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
         save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
                               "localizer": dataclasses.asdict(ctx.localizer_config()),
-                              "seconds": time.time() - t0})
+                              "seconds": _training_seconds(trainer)})
     D.barrier()
     return out
 
@@ -330,6 +335,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
     """Mean Teacher retraining on labelled + pseudo-labelled videos; export the teacher."""
     from stovtal.data import VideoFeatureDataset
     from stovtal.engine import load_checkpoint, save_checkpoint, seed_everything
+    from stovtal.engine.checkpoint import check_state_dict
 
     from .distributed import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
@@ -338,12 +344,14 @@ def stage_retrain(ctx: Context, n: int) -> str:
     out = os.path.join(out_dir, "teacher.pt")
     if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
         return out
-    base_state = load_checkpoint(_require(ctx.path("base", "model.pt"), "base"))["model"]
+    base_path = _require(ctx.path("base", "model.pt"), "base")
+    base_state = load_checkpoint(base_path)["model"]
     pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
+    check_state_dict(student, base_state, base_path)
     if r.student_init == "base":
         student.load_state_dict(base_state)
     d = ctx.data
@@ -362,14 +370,19 @@ def stage_retrain(ctx: Context, n: int) -> str:
                            teacher_decay=r.teacher_decay, consistency_weight=r.consistency_weight,
                            refresh_every=r.refresh_every, refresh=refresh,
                            labelled_fraction=r.labelled_fraction, log=ctx.log)
-    t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
         save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
                               "localizer": dataclasses.asdict(ctx.localizer_config()),
-                              "seconds": time.time() - t0})
+                              "seconds": _training_seconds(trainer)})
     D.barrier()
     return out
+
+
+def _training_seconds(trainer) -> float:
+    """Seconds spent in training epochs, summed over every run that worked on this trainer's
+    directory (a resumed run continues the sum; its epoch history travels in ``last.pt``)."""
+    return float(sum(h.get("time_s", 0.0) for h in trainer.history))
 
 
 def _require(path: str, stage: str) -> str:
