@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from stovtal.config import to_dict
-from stovtal.engine.checkpoint import load_model, save_model
+from stovtal.engine.checkpoint import load_model, load_weights, save_model
 from stovtal.engine.layout import FeelLayout
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
@@ -256,7 +256,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
         if records:
             mf = load_model(lay.checkpoint(len(records)))
             model = build_model(cfg, mf.model_config["in_dim"], mf.model_config["num_classes"])
-            model.load_state_dict(mf.state_dict)
+            load_weights(model, mf.state_dict, lay.checkpoint(len(records)))
             log(f"resuming after iteration {len(records)} from {workdir}")
 
     for it in range(len(records) + 1, cfg.iterations + 1):
