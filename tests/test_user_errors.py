@@ -140,7 +140,7 @@ def test_bad_inputs_of_train_infer_eval(world, tmp_path):
     no_db = tmp_path / "no_db.json"
     no_db.write_text('{"videos": {}}')
     own = ["data.synthetic=false", f"data.feature_dir={os.path.join(world, 'features')}",
-           f"data.annotation_file={no_db}", "data.train_subset=train", "data.test_subset=test",
+           f"data.annotations={no_db}", "data.train_subset=train", "data.test_subset=test",
            "data.feat_dim=16", f"data.base_classes=[{','.join(meta['base'])}]",
            f"data.novel_classes=[{','.join(meta['novel'])}]", f"text.npz={os.path.join(world, 'vocab.npz')}"]
     gt = tmp_path / "gt.json"
