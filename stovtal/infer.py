@@ -4,7 +4,12 @@ The vocabulary is an input: pass any class names the text encoder knows
 (``--classes`` or ``--vocab-file``); default: base + novel classes of the config.
 
     python -m stovtal.infer --ckpt runs/base/best.pt --out pred.json
+    python -m stovtal.infer --ckpt runs/selftrain/retrain/n300/teacher.pt --out pred.json --eval
     python -m stovtal.infer --ckpt best.pt --out pred.json --classes "Diving,High Jump" --eval
+
+``--ckpt`` is any localizer file stovtal writes (:func:`stovtal.engine.checkpoint.load_model`):
+a model file of ``selftrain`` or ``convert`` (it carries its model config, and the run config when
+the app knows it) or a training state of ``train`` (``best.pt`` / ``last.pt``).
 
 A checkpoint trained with ``classifier.adapter=true`` carries the classifier's base-class adapter,
 which is then used; ``classifier.adapter=false`` on the command line classifies zero-shot instead.
@@ -18,8 +23,8 @@ import sys
 
 import torch
 
-from stovtal.config import load_config
-from stovtal.engine import classify_segments, load_checkpoint, predict_segments, resolve_device
+from stovtal.config import Config, load_config
+from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
     build_dataset,
@@ -28,7 +33,8 @@ from stovtal.engine.builders import (
     resolve_data,
     subset_database,
 )
-from stovtal.engine.run import evaluate_on_test, format_results_table, load_localizer
+from stovtal.engine.checkpoint import load_model
+from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
 from stovtal.utils.fileio import atomic_write_json
 
 
@@ -38,15 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect actions of any vocabulary in a subset's videos; writes ActivityNet-format "
         "predictions. The run configuration comes from the checkpoint unless --config is given.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint from python -m stovtal.train (best.pt / last.pt)")
+    p.add_argument("--ckpt", required=True, help="a localizer: model file of selftrain / convert, or a training "
+                   "state of python -m stovtal.train (best.pt / last.pt)")
     p.add_argument("--out", required=True, help="predictions JSON to write")
     p.add_argument("--config", default=None, help="YAML or shipped config name (default: the checkpoint's)")
     p.add_argument("--subset", default=None, help="subset to run on (default: the config's test subset; '' = all)")
     p.add_argument("--classes", default=None, help="comma-separated class names (the vocabulary to detect)")
     p.add_argument("--vocab-file", default=None, help="text file with one class name per line")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="which weights of a training state to use (a model file holds one set)")
     p.add_argument("--eval", action="store_true",
                    help="also print CB / CN / GZSL mAP of the config's split on the subset (needs ground truth)")
+    p.add_argument("--eval-json", default=None, help="with --eval: also write the metrics to this JSON file")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
@@ -71,29 +80,30 @@ def _vocab_names(args: argparse.Namespace, default: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    state = load_checkpoint(args.ckpt)
+    mf = load_model(args.ckpt, args.weights)
+    if mf.kind != "localizer":
+        raise ValueError(f"{args.ckpt}: a {mf.kind!r} model; python -m stovtal.infer runs localizers "
+                         "(FEEL's CoLA models are evaluated by python -m stovtal.feel)")
     if args.config:
         cfg = load_config(args.config, args.overrides)
     else:
-        if "config" not in state:
-            raise ValueError(f"{args.ckpt}: the checkpoint carries no config; pass --config")
+        if "run_config" not in mf.meta:
+            raise ValueError(f"{args.ckpt}: the checkpoint carries no run config; pass --config")
         from omegaconf import OmegaConf
 
-        import stovtal.config as C
-
-        cfg = load_config(None, None)
-        merged = OmegaConf.merge(OmegaConf.structured(cfg), state["config"], OmegaConf.from_dotlist(args.overrides))
+        merged = OmegaConf.merge(OmegaConf.structured(Config), mf.meta["run_config"],
+                                 OmegaConf.from_dotlist(args.overrides))
         cfg = OmegaConf.to_object(merged)
-        assert isinstance(cfg, C.Config)
+        assert isinstance(cfg, Config)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(args.device)
     spec = resolve_data(cfg.data)
     subset = spec.test_subset if args.subset is None else args.subset
-    model = load_localizer(cfg, spec, args.ckpt, args.weights, device)
+    model = localizer_from_file(mf, cfg, spec, args.ckpt).to(device).eval()
     names = _vocab_names(args, spec.classes)
     vocab = build_vocabulary(cfg, spec, names)
-    classifier = classifier_from_checkpoint(cfg, spec, state, args.ckpt)
+    classifier = classifier_from_checkpoint(cfg, spec, mf.meta, args.ckpt)
     loader = build_loader(build_dataset(spec, subset), cfg.data.batch_size_eval, cfg.train.num_workers)
     proposals = predict_segments(model, loader, classifier=classifier, progress=True, desc=f"infer {subset or 'all'}")
     preds = classify_segments(proposals, classifier, vocab)
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
         results = evaluate_on_test(cfg, spec, model, subset=subset, classifier=classifier)
         print(format_results_table(results, list(cfg.data.tiou_thresholds)))
+        if args.eval_json:
+            atomic_write_json(args.eval_json, results, indent=1)
     return 0
 
 

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "../common/macros.h"
 #include "../segment_iou/segment_iou.h"
@@ -22,24 +23,93 @@ STOVTAL_HOST_DEVICE STOVTAL_INLINE bool nms_suppresses(T iou, T iou_threshold) {
   return iou > iou_threshold;
 }
 
-template <typename T>
-STOVTAL_HOST_DEVICE STOVTAL_INLINE T exp_any(T x) {
-  return exp(x);
+// Round-to-nearest double arithmetic that the compiler may not fuse: nvcc
+// contracts a * b + c into one FMA by default, which rounds once instead of
+// twice. The intrinsics keep every step an IEEE operation, so the host and
+// the device compute bit-identical values. (The host build targets x86-64
+// without FMA, where GCC emits separate multiplies and adds.)
+STOVTAL_HOST_DEVICE STOVTAL_INLINE double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
 }
 
-template <>
-STOVTAL_HOST_DEVICE STOVTAL_INLINE float exp_any<float>(float x) {
-  return expf(x);
+STOVTAL_HOST_DEVICE STOVTAL_INLINE double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// 2^k as a double for a normal exponent k in [-1022, 1023], from its bits.
+STOVTAL_HOST_DEVICE STOVTAL_INLINE double pow2_rn(int k) {
+  const uint64_t bits = static_cast<uint64_t>(k + 1023) << 52;
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(bits));
+#else
+  double out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+#endif
+}
+
+// exp(x) in double from IEEE additions and multiplications only (no libm),
+// so that every backend gets the same bits: x = n ln2 + r with |r| <= ln2/2
+// (Cody-Waite split of ln2), exp(r) by its Taylor polynomial to degree 13
+// (truncation below 1e-17 relative), times 2^n built from the exponent bits.
+// Accurate to a few units in the last place; exactly 1 at x = 0, 0 below
+// -745.2 (and at -inf), inf above 709.78, NaN for NaN.
+STOVTAL_HOST_DEVICE STOVTAL_INLINE double exp_rn(double x) {
+  if (x != x) return x;
+  if (x < -745.2) return 0.0;
+  if (x > 709.78) return mul_rn(0x1p1023, 4.0);  // overflows to inf
+  constexpr double kInvLn2 = 1.4426950408889634;
+  constexpr double kLn2Hi = 6.93147180369123816490e-01;  // 32 significant bits: n * kLn2Hi is exact
+  constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const double n = add_rn(add_rn(mul_rn(x, kInvLn2), kRound), -kRound);
+  const double r = add_rn(add_rn(x, -mul_rn(n, kLn2Hi)), -mul_rn(n, kLn2Lo));
+  // Horner form of sum_{k<=13} r^k / k!.
+  constexpr double kInvFact[14] = {1.0,
+                                   1.0,
+                                   1.0 / 2,
+                                   1.0 / 6,
+                                   1.0 / 24,
+                                   1.0 / 120,
+                                   1.0 / 720,
+                                   1.0 / 5040,
+                                   1.0 / 40320,
+                                   1.0 / 362880,
+                                   1.0 / 3628800,
+                                   1.0 / 39916800,
+                                   1.0 / 479001600,
+                                   1.0 / 6227020800};
+  double p = kInvFact[13];
+  for (int k = 12; k >= 0; --k) p = add_rn(mul_rn(p, r), kInvFact[k]);
+  // 2^n as a product of two normal powers of two, so that n down to -1075
+  // (subnormal results) rounds once, in the last multiplication.
+  const int ni = static_cast<int>(n);
+  const int half = ni / 2;
+  return mul_rn(mul_rn(p, pow2_rn(half)), pow2_rn(ni - half));
 }
 
 // Soft-NMS decay factor of a remaining candidate whose IoU with the selected
 // one is `iou`: linear (1 - iou) only when iou >= threshold, gaussian
 // exp(-iou^2 / sigma) always. A zero IoU gives exactly 1 for both.
+//
+// The gaussian weight is computed in double (iou^2 is exact for float
+// inputs, one IEEE division, exp_rn) and rounded to T once, so that it is
+// bit-identical on every backend; `sigma` is passed as T.
 template <typename T>
 STOVTAL_HOST_DEVICE STOVTAL_INLINE T soft_nms_weight(T iou, T iou_threshold, T sigma,
                                                      int64_t method) {
   if (method == kSoftNmsLinear) return iou >= iou_threshold ? T(1) - iou : T(1);
-  return iou > T(0) ? exp_any(-(iou * iou) / sigma) : T(1);
+  if (!(iou > T(0))) return T(1);
+  const double x = static_cast<double>(iou);
+  return static_cast<T>(exp_rn(-mul_rn(x, x) / static_cast<double>(sigma)));
 }
 
 // Max-score selection order: higher score first, equal scores -> lower index.
@@ -49,11 +119,12 @@ STOVTAL_HOST_DEVICE STOVTAL_INLINE bool score_before(T score_a, int64_t index_a,
   return score_a > score_b || (score_a == score_b && index_a < index_b);
 }
 
-// Score-voting weight of an input candidate for a kept segment: its original
-// score (negative scores count as 0) when IoU >= voting threshold, else 0.
+// Score-voting weight of an input candidate for a kept segment (ActionFormer's
+// seg_voting): its original score times its IoU with the kept segment when
+// IoU >= voting threshold, else 0; negative scores count as 0.
 template <typename T>
 STOVTAL_HOST_DEVICE STOVTAL_INLINE T voting_weight(T iou, T score, T voting_threshold) {
-  return (iou >= voting_threshold && score > T(0)) ? score : T(0);
+  return (iou >= voting_threshold && score > T(0)) ? score * iou : T(0);
 }
 
 }  // namespace stovtal

@@ -7,7 +7,8 @@
   "label": name, "score": p}, ...]}}``.
 - Features: ``<feature_dir>/<vid>.npy``, float ``[T, D]`` (float32 on disk by convention).
 
-Validation: unknown keys are kept and ignored. A missing/invalid ``duration``, ``end < start``,
+Validation: unknown keys are kept and ignored. A missing (unless not required)/invalid
+``duration``, ``end < start`` (predictions: unless allowed),
 a non-finite time, a label not in the given vocabulary, or a bad feature file raise a
 :class:`DataError` (a ``ValueError``) whose message names the video and the file. A segment
 reaching outside ``[0, duration]`` is clipped with a warning (an error if nothing remains).
@@ -112,17 +113,19 @@ def _check_on_error(on_error: str) -> None:
 
 
 def _validate_video(vid: str, info: Any, source: str, classes: set[str] | None,
-                    require_actionness: bool) -> dict[str, Any]:
+                    require_actionness: bool, require_duration: bool = True) -> dict[str, Any]:
     where = _where(vid, source)
     if not isinstance(info, Mapping):
         raise DataError(f"{where}: entry must be an object, got {type(info).__name__}")
-    if "duration" not in info:
-        raise DataError(f"{where}: missing 'duration'")
-    duration = _number(info["duration"])
-    if duration is None or duration <= 0:
-        raise DataError(f"{where}: 'duration' must be a positive finite number, got {info['duration']!r}")
     out = dict(info)
-    out["duration"] = duration
+    duration: float | None = None
+    if require_duration and "duration" not in info:
+        raise DataError(f"{where}: missing 'duration'")
+    if "duration" in info:
+        duration = _number(info["duration"])
+        if duration is None or duration <= 0:
+            raise DataError(f"{where}: 'duration' must be a positive finite number, got {info['duration']!r}")
+        out["duration"] = duration
     if "fps" in info and info["fps"] is not None:
         fps = _number(info["fps"])
         if fps is None or fps <= 0:
@@ -144,7 +147,7 @@ def _validate_video(vid: str, info: Any, source: str, classes: set[str] | None,
             raise DataError(f"{a_where}: segment times must be finite numbers, got {seg!r}")
         if e < s:
             raise DataError(f"{a_where}: segment end {e} < start {s}")
-        if s < 0 or e > duration:
+        if duration is not None and (s < 0 or e > duration):
             cs, ce = min(max(s, 0.0), duration), min(max(e, 0.0), duration)
             if ce <= cs:
                 raise DataError(f"{a_where}: segment [{s}, {e}] lies outside [0, {duration}]")
@@ -170,7 +173,8 @@ def _validate_video(vid: str, info: Any, source: str, classes: set[str] | None,
 
 def validate_annotations(obj: Any, source: str = "<annotations>", subset: str | None = None,
                          classes: Iterable[str] | None = None, on_error: str = "raise",
-                         require_actionness: bool = False) -> dict[str, Any]:
+                         require_actionness: bool = False, require_duration: bool = True
+                         ) -> dict[str, Any]:
     """Validate a parsed annotation JSON; returns ``{"database": {...}}`` with clean entries.
 
     Args:
@@ -180,6 +184,8 @@ def validate_annotations(obj: Any, source: str = "<annotations>", subset: str | 
         classes: vocabulary; a label outside it is an error (None accepts any label).
         on_error: ``"raise"`` (default) or ``"skip"`` (drop a bad video with a warning).
         require_actionness: pseudo-label mode: every annotation needs ``actionness`` in [0, 1].
+        require_duration: False accepts a video without ``duration`` (as ActivityNet's
+            evaluation, which never reads it); its segments are then not clipped.
     """
     _check_on_error(on_error)
     if not isinstance(obj, Mapping) or not isinstance(obj.get("database"), Mapping):
@@ -190,7 +196,7 @@ def validate_annotations(obj: Any, source: str = "<annotations>", subset: str | 
         if subset is not None and (not isinstance(info, Mapping) or info.get("subset") != subset):
             continue
         try:
-            out[vid] = _validate_video(vid, info, source, vocab, require_actionness)
+            out[vid] = _validate_video(vid, info, source, vocab, require_actionness, require_duration)
         except DataError as exc:
             _fail(str(exc), on_error)
     result = {k: v for k, v in obj.items() if k != "database"}
@@ -199,10 +205,12 @@ def validate_annotations(obj: Any, source: str = "<annotations>", subset: str | 
 
 
 def load_annotations(path: str | os.PathLike, subset: str | None = None,
-                     classes: Iterable[str] | None = None, on_error: str = "raise") -> dict[str, Any]:
+                     classes: Iterable[str] | None = None, on_error: str = "raise",
+                     require_duration: bool = True) -> dict[str, Any]:
     """Read and validate an annotation JSON file (see :func:`validate_annotations`)."""
     path = os.fspath(path)
-    return validate_annotations(read_json(path), path, subset, classes, on_error)
+    return validate_annotations(read_json(path), path, subset, classes, on_error,
+                                require_duration=require_duration)
 
 
 def load_pseudo_labels(path: str | os.PathLike, subset: str | None = None,
@@ -219,11 +227,13 @@ def write_annotations(path: str | os.PathLike, database: Mapping[str, Any], **ex
 
 
 def validate_predictions(obj: Any, source: str = "<predictions>",
-                         classes: Iterable[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+                         classes: Iterable[str] | None = None,
+                         allow_reversed: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Validate a parsed prediction JSON; returns the ``results`` mapping (vid -> list).
 
-    Each prediction needs a finite ``segment`` with ``end >= start``, a string ``label`` (in
-    ``classes`` if given) and a finite ``score``. Errors name the video, the entry and the file.
+    Each prediction needs a finite ``segment`` with ``end >= start`` (any order with
+    ``allow_reversed``), a string ``label`` (in ``classes`` if given) and a finite ``score``.
+    Errors name the video, the entry and the file.
     """
     if not isinstance(obj, Mapping) or not isinstance(obj.get("results"), Mapping):
         raise DataError(f"{source}: expected an object with a 'results' object")
@@ -244,7 +254,7 @@ def validate_predictions(obj: Any, source: str = "<predictions>",
             s, e, score = _number(seg[0]), _number(seg[1]), _number(p["score"])
             if s is None or e is None:
                 raise DataError(f"{p_where}: segment times must be finite numbers, got {seg!r}")
-            if e < s:
+            if e < s and not allow_reversed:
                 raise DataError(f"{p_where}: segment end {e} < start {s}")
             if score is None:
                 raise DataError(f"{p_where}: 'score' must be a finite number, got {p['score']!r}")
@@ -257,10 +267,11 @@ def validate_predictions(obj: Any, source: str = "<predictions>",
     return out
 
 
-def load_predictions(path: str | os.PathLike, classes: Iterable[str] | None = None) -> dict[str, Any]:
+def load_predictions(path: str | os.PathLike, classes: Iterable[str] | None = None,
+                     allow_reversed: bool = False) -> dict[str, Any]:
     """Read and validate a prediction JSON file; returns ``{"results": {...}}``."""
     path = os.fspath(path)
-    return {"results": validate_predictions(read_json(path), path, classes)}
+    return {"results": validate_predictions(read_json(path), path, classes, allow_reversed)}
 
 
 def write_predictions(path: str | os.PathLike, results: Mapping[str, list[Mapping[str, Any]]],

@@ -1,16 +1,54 @@
-"""Atomic checkpoints: written to a temporary file and renamed; read with ``weights_only=True``."""
+"""Checkpoint files: atomic training states and the one model format every app writes.
+
+Two kinds of file:
+
+* a **training state** (``last.pt`` / ``best.pt`` of :class:`stovtal.engine.Trainer`): model,
+  EMA, optimizer, scheduler, ... for an exact resume; read and written with
+  :func:`load_checkpoint` / :func:`save_checkpoint`;
+* a **model file** (:func:`save_model` / :func:`load_model`): the weights of one model with the
+  config that builds it, so that ``python -m stovtal.infer`` runs any model that ``train``,
+  ``selftrain``, ``feel`` or ``convert`` wrote::
+
+      {"format": "stovtal.model/1",
+       "kind": "localizer" | "cola",          # which model class (see build_model)
+       "model_config": {...},                 # kwargs of LocalizerConfig / CoLAConfig
+       "model": {name: tensor},               # the state dict
+       "meta": {...}}                         # JSON-like extras (tensors allowed), e.g.
+                                              #   "run_config": the data/text/classifier settings
+                                              #   "classifier": a trained classifier adapter
+
+:func:`load_model` also reads a training state (its EMA or raw weights) and the model files
+written by earlier versions of ``selftrain`` (``{"model", "localizer"}``) and ``feel``
+(``{"model", "in_dim", "num_classes", ...}``).
+
+Every file is written to a temporary name and renamed; every read uses ``weights_only=True``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from stovtal.utils.fileio import atomic_write_bytes
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_KINDS",
+    "ModelFile",
+    "build_model",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "save_model",
+]
+
+MODEL_FORMAT = "stovtal.model/1"
+MODEL_KINDS = ("localizer", "cola")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -32,3 +70,111 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise ValueError(f"{path}: checkpoint does not hold a dict")
     return state
+
+
+@dataclass
+class ModelFile:
+    """A model read by :func:`load_model`.
+
+    ``model_config``: kwargs of the model's config dataclass (``LocalizerConfig`` for
+    ``kind="localizer"``, ``CoLAConfig`` for ``"cola"``); ``state_dict``: its weights;
+    ``meta``: the file's extras (``run_config``, ``classifier``, ...); ``source``: which layout
+    the file had (``"model"``, ``"trainer"``, ``"selftrain-v0"``, ``"feel-v0"``).
+    """
+
+    kind: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = "model"
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    raise TypeError(f"model_cfg must be a config dataclass or a dict, got {type(cfg).__name__}")
+
+
+def save_model(path: str | os.PathLike, model_cfg: Any, state_dict: dict[str, torch.Tensor],
+               meta: dict[str, Any] | None = None, kind: str = "localizer") -> None:
+    """Write one model in the stovtal model format (see the module docstring), atomically.
+
+    Args:
+        path: file to write.
+        model_cfg: the model's config dataclass (or its dict of kwargs).
+        state_dict: the weights (moved to the CPU here).
+        meta: JSON-like extras (tensors allowed).
+        kind: one of :data:`MODEL_KINDS`.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
+    save_checkpoint(path, {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "model_config": _as_dict(model_cfg),
+        "model": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "meta": dict(meta or {}),
+    })
+
+
+def load_model(path: str | os.PathLike, weights: str = "ema",
+               map_location: str | torch.device = "cpu") -> ModelFile:
+    """Read a model file, a training state or an older app's model file.
+
+    ``weights``: for a training state, ``"ema"`` (the EMA / Mean Teacher weights) or
+    ``"model"`` (the raw weights); ignored for model files, which hold one set. A training
+    state's ``model_config`` is its run config's ``model`` section (whose ``input_dim`` the
+    caller may have to set from the features, as training did).
+    """
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    path = os.fspath(path)
+    state = load_checkpoint(path, map_location)
+    if state.get("format") == MODEL_FORMAT:
+        if state.get("kind") not in MODEL_KINDS:
+            raise ValueError(f"{path}: unknown model kind {state.get('kind')!r}")
+        return ModelFile(state["kind"], dict(state["model_config"]), state["model"], dict(state.get("meta", {})))
+    if "format" in state:
+        raise ValueError(f"{path}: unsupported model format {state['format']!r} (this stovtal reads {MODEL_FORMAT})")
+    if "ema" in state and "optimizer" in state:  # a Trainer state
+        sd = state["ema"]["module"] if weights == "ema" else state["model"]
+        run_config = state.get("config")
+        model_cfg = dict(run_config["model"]) if isinstance(run_config, dict) and "model" in run_config else {}
+        meta = {k: state[k] for k in ("config", "classifier") if k in state}
+        if "config" in meta:
+            meta["run_config"] = meta.pop("config")
+        return ModelFile("localizer", model_cfg, sd, meta, source="trainer")
+    if "localizer" in state and "model" in state:  # selftrain's export before the model format
+        meta = {k: v for k, v in state.items() if k not in ("localizer", "model")}
+        return ModelFile("localizer", dict(state["localizer"]), state["model"], meta, source="selftrain-v0")
+    if "in_dim" in state and "num_classes" in state and "model" in state:  # feel's iteration file
+        meta = {k: v for k, v in state.items() if k not in ("model", "in_dim", "num_classes")}
+        return ModelFile("cola", {"in_dim": int(state["in_dim"]), "num_classes": int(state["num_classes"])},
+                         state["model"], meta, source="feel-v0")
+    raise ValueError(f"{path}: not a stovtal model (no 'format' entry, and not a training state)")
+
+
+def build_model(mf: ModelFile, path: str = "model", **config_updates: Any) -> torch.nn.Module:
+    """The module of ``mf`` with its weights loaded (eval mode, CPU).
+
+    ``config_updates`` replace entries of ``mf.model_config`` (e.g. ``input_dim`` of a
+    training state). Errors name ``path``.
+    """
+    cfg = {**mf.model_config, **config_updates}
+    if mf.kind == "localizer":
+        from stovtal.models.localizer import ActionLocalizer, LocalizerConfig
+
+        model: torch.nn.Module = ActionLocalizer(LocalizerConfig(**cfg))
+    elif mf.kind == "cola":
+        from stovtal.models.cola import CoLA, CoLAConfig
+
+        model = CoLA(CoLAConfig(**cfg))
+    else:
+        raise ValueError(f"{path}: unknown model kind {mf.kind!r}")
+    try:
+        model.load_state_dict(mf.state_dict)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the model config ({exc})") from None
+    return model.eval()

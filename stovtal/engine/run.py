@@ -4,6 +4,7 @@ test-set evaluation (class-agnostic mAP + CB / CN / GZSL)."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -17,13 +18,12 @@ from .builders import (
     build_classifier,
     build_dataset,
     build_loader,
-    build_localizer,
     build_vocabulary,
     class_agnostic_map,
     evaluate_open_vocab,
     subset_database,
 )
-from .checkpoint import load_checkpoint
+from .checkpoint import ModelFile, build_model, load_model
 from .inference import predict_segments
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "evaluate_on_test",
     "format_results_table",
     "load_localizer",
+    "localizer_from_file",
 ]
 
 
@@ -59,17 +60,30 @@ def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
     return {"database": keep}
 
 
+def localizer_from_file(mf: ModelFile, cfg: Any, spec: DataSpec, path: str) -> ActionLocalizer:
+    """The localizer of a file read by :func:`stovtal.engine.checkpoint.load_model` (eval mode).
+
+    A model file carries its model config; a training state was trained with the run config's
+    ``model`` section and the features' dimension as ``input_dim``, so that is used for it.
+    """
+    if mf.kind != "localizer":
+        raise ValueError(f"{path}: a {mf.kind!r} model, not a localizer")
+    if mf.source == "trainer":
+        model = build_model(mf, path, **{**asdict(cfg.model), "input_dim": spec.feat_dim})
+    else:
+        model = build_model(mf, path)
+    if model.cfg.input_dim != spec.feat_dim:
+        raise ValueError(f"{path}: the model takes {model.cfg.input_dim}-d features, the data has "
+                         f"{spec.feat_dim}-d ones")
+    assert isinstance(model, ActionLocalizer)
+    return model
+
+
 def load_localizer(cfg: Any, spec: DataSpec, ckpt_path: str, which: str = "ema",
                    device: torch.device | str = "cpu") -> ActionLocalizer:
-    """The localizer of a checkpoint: its EMA weights (``which="ema"``) or the raw model's."""
-    state = load_checkpoint(ckpt_path, device)
-    model = build_localizer(cfg, spec)
-    weights = state["ema"]["module"] if which == "ema" else state["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ValueError(f"{ckpt_path}: weights do not fit the configured model ({exc})") from None
-    return model.to(device).eval()
+    """The localizer of a checkpoint (any file :func:`load_model` reads): its EMA weights
+    (``which="ema"``) or, for a training state, the raw model's."""
+    return localizer_from_file(load_model(ckpt_path, which), cfg, spec, ckpt_path).to(device).eval()
 
 
 def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress: bool = True,

@@ -2,12 +2,16 @@
 
     python -m stovtal.eval --gt gt.json --pred pred.json [--subset validation]
         [--tiou 0.3:0.7:0.1] [--split kinetics --dataset thumos14 [--split-seed 0]
-        [--pred-base pb.json] [--pred-novel pn.json]] [--localization] [--out result.json]
+        [--pred-base pb.json] [--pred-novel pn.json]] [--localization] [--strict]
+        [--out result.json]
 
 Without ``--split``: detection mAP per tIoU. With ``--split``: the open-vocabulary breakdown
 (GZSL from ``--pred``, CB from ``--pred-base``, CN from ``--pred-novel``). ``--localization``
 adds the class-agnostic metrics of ``--pred``. The printed table and ``--out`` JSON hold the
-same numbers (fractions in [0, 1]; the table shows percentages).
+same numbers (fractions in [0, 1]; the table shows percentages). The protocol is ActivityNet's
+(``Evaluation/eval_detection.py``): a prediction on a video absent from the ground truth, or
+with end <= start, is a false positive (the latter with a warning giving the count; ``--strict``
+makes an end < start an error); the ground truth needs no ``duration``.
 """
 
 from __future__ import annotations
@@ -62,23 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pred-base", default=None, help="predictions with the base vocabulary (CB)")
     p.add_argument("--pred-novel", default=None, help="predictions with the novel vocabulary (CN)")
     p.add_argument("--localization", action="store_true", help="add class-agnostic metrics")
+    p.add_argument("--strict", action="store_true",
+                   help="a prediction with end < start is an error (default: a false positive)")
     p.add_argument("--out", default=None, help="write the result dict as JSON")
     args = p.parse_args(argv)
     try:
         tious = parse_tious(args.tiou)
-        gt = load_annotations(args.gt, subset=args.subset)
+        gt = load_annotations(args.gt, subset=args.subset, require_duration=False)
         if not gt["database"]:
             raise ValueError(f"{args.gt}: no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
-        pred = load_predictions(args.pred)
+        allow = not args.strict
+        pred = load_predictions(args.pred, allow_reversed=allow)
         head = f"{'':<12}" + "".join(f"{t:>8.2f}" for t in tious) + f"{'avg':>9}"
         result: dict[str, Any] = {"tiou_thresholds": tious}
         if args.split:
             if not args.dataset:
                 raise ValueError("--split needs --dataset")
             split = class_split(args.dataset, args.split, args.split_seed)
-            pb = load_predictions(args.pred_base) if args.pred_base else None
-            pn = load_predictions(args.pred_novel) if args.pred_novel else None
-            res = open_vocab_breakdown(gt, tious, split.base, split.novel, gzsl=pred, cb=pb, cn=pn)
+            pb = load_predictions(args.pred_base, allow_reversed=allow) if args.pred_base else None
+            pn = load_predictions(args.pred_novel, allow_reversed=allow) if args.pred_novel else None
+            res = open_vocab_breakdown(gt, tious, split.base, split.novel, gzsl=pred, cb=pb, cn=pn,
+                                       strict=args.strict)
             result.update(res, split=split.to_dict())
             print(f"videos: {res['partition']}")
             print(head)
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_row("GZSL novel", res["GZSL"], "novel_mAP", "average_novel_mAP"))
                 print(_row("GZSL HM", res["GZSL"], "harmonic_mAP", "average_harmonic_mAP"))
         else:
-            res = detection_map(gt, pred, tious)
+            res = detection_map(gt, pred, tious, strict=args.strict)
             result.update(res)
             print(head)
             print(_row("mAP", res))

@@ -1,14 +1,20 @@
 """Detection mAP at temporal IoU thresholds (ActivityNet protocol), vectorised.
 
-Protocol, per class and threshold: predictions sorted by score (descending; ties keep the order
-of the prediction file); each is matched to the unmatched ground truth of its video and class
-with the highest IoU, if that IoU is >= the threshold (IoU ties: the earlier ground truth),
-else it is a false positive. AP is the area under the interpolated precision-recall curve
-(precision made monotone from the right, as in ActivityNet's ``interpolated_prec_rec``). mAP is
-the mean over the classes that have ground truth; a class with ground truth and no predictions
-scores 0. Predictions on videos that are not in the ground truth are ignored (counted in
-``"ignored_predictions"``); predictions on a ground-truth video without annotations of their
-class are false positives.
+Protocol (ActivityNet's ``Evaluation/eval_detection.py``), per class and threshold: predictions
+sorted by score (descending; ties keep the order of the prediction file); each is matched to
+the unmatched ground truth of its video and class with the highest IoU, if that IoU is >= the
+threshold (IoU ties: the earlier ground truth), else it is a false positive. AP is the area
+under the interpolated precision-recall curve (precision made monotone from the right, as in
+ActivityNet's ``interpolated_prec_rec``). mAP is the mean over the classes that have ground
+truth; a class with ground truth and no predictions scores 0.
+
+Every prediction of an evaluated class counts: one on a video without ground truth of its class
+(a ground-truth video without such annotations, or a video absent from the ground truth) is a
+false positive (counted in ``"absent_video_predictions"`` when the video is absent), and so is
+one with ``end <= start`` (counted in ``"degenerate_predictions"``, with a warning; with
+``strict=True`` an ``end < start`` raises a :class:`~stovtal.data.DataError` instead).
+Predictions of a label without ground truth are not evaluated (``"ignored_predictions"``; the
+official script stops on them). The ground truth needs no ``duration``.
 
 Algorithm (all thresholds at once, no ``[thresholds, predictions]`` arrays):
 
@@ -29,6 +35,7 @@ Algorithm (all thresholds at once, no ``[thresholds, predictions]`` arrays):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -58,7 +65,9 @@ class DetectionArrays:
     pred_class: np.ndarray  # int64 [P]
     pred_seg: np.ndarray  # float64 [P, 2]
     pred_score: np.ndarray  # float64 [P]
-    ignored: int  # predictions dropped (video not in the ground truth / class not evaluated)
+    ignored: int  # predictions dropped (label outside the evaluated classes)
+    absent: int = 0  # kept predictions on videos absent from the ground truth (video index V)
+    degenerate: int = 0  # kept predictions with end <= start (false positives)
 
 
 def _database(gt: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -74,7 +83,7 @@ class _Invalid(Exception):
     """The bulk checks failed; the entry-by-entry validator finds and names the culprit."""
 
 
-def _flatten_predictions(results: Mapping[str, Any], check: bool
+def _flatten_predictions(results: Mapping[str, Any], check: bool, allow_reversed: bool = True
                          ) -> tuple[list[str], np.ndarray, list[Any], np.ndarray, np.ndarray]:
     """``results`` as (video ids, per-video counts, labels, segments ``[P, 2]``, scores ``[P]``)
     with C-level passes over the entries. With ``check``, raises :class:`_Invalid` unless every
@@ -101,19 +110,24 @@ def _flatten_predictions(results: Mapping[str, Any], check: bool
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
         raise _Invalid from None
     if check and not (np.isfinite(seg).all() and np.isfinite(score).all()
-                      and bool((seg[:, 1] >= seg[:, 0]).all())):
+                      and (allow_reversed or bool((seg[:, 1] >= seg[:, 0]).all()))):
         raise _Invalid
     counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
     return vids, counts, labels, seg, score
 
 
 def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
-              classes: Sequence[str] | None = None, validate: bool = True) -> DetectionArrays:
+              classes: Sequence[str] | None = None, validate: bool = True,
+              strict: bool = False) -> DetectionArrays:
     """Flatten a parsed annotation dict (``{"database": ...}``) and prediction dict
     (``{"results": ...}``). With ``classes``, a label outside it is an error; without, the class
-    list is the sorted set of ground-truth labels and predictions of other labels are ignored."""
+    list is the sorted set of ground-truth labels and predictions of other labels are ignored.
+    Predictions on videos absent from the ground truth get video index ``len(video_ids)``.
+    ``strict``: a prediction with ``end < start`` is an error (validated inputs only)."""
+    allow = not strict
     if validate:
-        db = validate_annotations(ground_truth, "<ground truth>", classes=classes)["database"]
+        db = validate_annotations(ground_truth, "<ground truth>", classes=classes,
+                                  require_duration=False)["database"]
         if not isinstance(predictions, Mapping) or not isinstance(predictions.get("results"), Mapping):
             validate_predictions(predictions, "<predictions>", classes=classes)  # raises
     else:
@@ -125,13 +139,14 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
     classes = list(classes)
     cidx = {c: i for i, c in enumerate(classes)}
     try:
-        vids, counts, labels, ps, sc = _flatten_predictions(results, check=validate)
+        vids, counts, labels, ps, sc = _flatten_predictions(results, check=validate, allow_reversed=allow)
         pc = np.fromiter(map(cidx.get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
         if validate and strict and (pc < 0).any():
             raise _Invalid  # a label outside the given vocabulary
     except _Invalid:
         # precise error message, or (if the bulk checks were stricter) the cleaned entries
-        results = validate_predictions(predictions, "<predictions>", classes=classes)
+        results = validate_predictions(predictions, "<predictions>", classes=classes,
+                                       allow_reversed=allow)
         vids, counts, labels, ps, sc = _flatten_predictions(results, check=False)
         pc = np.fromiter(map(cidx.get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
     video_ids = list(db)
@@ -142,15 +157,19 @@ def to_arrays(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
             gv.append(vidx[v])
             gc.append(cidx[a["label"]])
             gs.append(a["segment"])
-    pv = np.repeat(np.fromiter(map(vidx.get, vids, repeat(-1)), dtype=np.int64, count=len(vids)), counts)
-    keep = (pv >= 0) & (pc >= 0)
+    absent_idx = len(video_ids)
+    pv = np.repeat(np.fromiter(map(vidx.get, vids, repeat(absent_idx)), dtype=np.int64,
+                               count=len(vids)), counts)
+    keep = pc >= 0
     ignored = int(len(keep) - np.count_nonzero(keep))
     if ignored:
         pv, pc, ps, sc = pv[keep], pc[keep], ps[keep], sc[keep]
     return DetectionArrays(
         video_ids, classes,
         np.asarray(gv, dtype=np.int64), np.asarray(gc, dtype=np.int64),
-        np.asarray(gs, dtype=np.float64).reshape(-1, 2), pv, pc, ps, sc, ignored)
+        np.asarray(gs, dtype=np.float64).reshape(-1, 2), pv, pc, ps, sc, ignored,
+        absent=int(np.count_nonzero(pv == absent_idx)),
+        degenerate=int(np.count_nonzero(ps[:, 1] <= ps[:, 0])))
 
 
 def _class_order(pred_class: np.ndarray, pred_score: np.ndarray) -> np.ndarray:
@@ -198,6 +217,7 @@ def match_detections(d: DetectionArrays, thresholds: np.ndarray,
     pkey = d.pred_video * K + d.pred_class
     gstart = np.searchsorted(gkey_s, pkey, side="left")
     gcount = np.searchsorted(gkey_s, pkey, side="right") - gstart
+    gcount[d.pred_seg[:, 1] <= d.pred_seg[:, 0]] = 0  # end <= start: a false positive
     cand = order[gcount[order] > 0]
     if len(cand) == 0:
         return none, none
@@ -280,7 +300,7 @@ def average_precision_from_hits(hit_thr: np.ndarray, hit_pred: np.ndarray, pred_
 
 def detection_map(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
                   tiou_thresholds: Iterable[float], classes: Sequence[str] | None = None,
-                  validate: bool = True) -> dict[str, Any]:
+                  validate: bool = True, strict: bool = False) -> dict[str, Any]:
     """ActivityNet-protocol detection mAP (see the module docstring).
 
     Args:
@@ -292,18 +312,24 @@ def detection_map(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any
         classes: the vocabulary; labels outside it are an error. None: the classes of the
             ground truth (predictions of other labels are ignored).
         validate: check both inputs (turn off only for inputs already validated).
+        strict: a prediction with ``end < start`` raises a DataError instead of counting as a
+            false positive (with ``validate``).
 
     Returns:
         ``{"tiou_thresholds", "mAP": [per threshold], "average_mAP", "per_class": {class:
         [AP per threshold]}, "num_gt": {class: n}, "classes": [evaluated classes],
-        "ignored_predictions": n}``; all scores are fractions in [0, 1]. Only classes with
-        ground truth are evaluated and listed.
+        "ignored_predictions": n, "absent_video_predictions": n, "degenerate_predictions": n}``;
+        all scores are fractions in [0, 1]. Only classes with ground truth are evaluated and
+        listed.
     """
     thresholds = np.asarray(list(tiou_thresholds), dtype=np.float64).reshape(-1)
     if thresholds.size == 0 or not np.all((thresholds >= 0) & (thresholds <= 1)):
         raise ValueError(f"tiou_thresholds must be a non-empty list of values in [0, 1], got "
                          f"{thresholds.tolist()}")
-    d = to_arrays(ground_truth, predictions, classes, validate)
+    d = to_arrays(ground_truth, predictions, classes, validate, strict)
+    if d.degenerate:
+        warnings.warn(f"detection_map: {d.degenerate} prediction(s) with end <= start counted as "
+                      f"false positives", stacklevel=2)
     num_gt = np.bincount(d.gt_class, minlength=len(d.classes))
     if not (num_gt > 0).any():
         raise ValueError("detection_map: the ground truth has no annotations to evaluate")
@@ -322,4 +348,6 @@ def detection_map(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any
         "num_gt": {d.classes[k]: int(num_gt[k]) for k in present},
         "classes": [d.classes[k] for k in present],
         "ignored_predictions": d.ignored,
+        "absent_video_predictions": d.absent,
+        "degenerate_predictions": d.degenerate,
     }

@@ -41,7 +41,7 @@ def _mean(values: list[float]) -> float | None:
 def open_vocab_breakdown(ground_truth: Mapping[str, Any], tiou_thresholds: Iterable[float],
                          base: Sequence[str], novel: Sequence[str],
                          gzsl: Mapping[str, Any] | None = None, cb: Mapping[str, Any] | None = None,
-                         cn: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                         cn: Mapping[str, Any] | None = None, strict: bool = False) -> dict[str, Any]:
     """CB / CN / GZSL detection mAP.
 
     Args:
@@ -51,6 +51,7 @@ def open_vocab_breakdown(ground_truth: Mapping[str, Any], tiou_thresholds: Itera
         gzsl: predictions with the full vocabulary (labels in base + novel).
         cb: predictions with the base vocabulary (labels in base).
         cn: predictions with the novel vocabulary (labels in novel).
+        strict: a prediction with ``end < start`` is an error, not a false positive.
 
     Returns:
         ``{"partition": {"base": n, "novel": n, "mixed": n, "empty": n}, "CB": result | None,
@@ -65,19 +66,21 @@ def open_vocab_breakdown(ground_truth: Mapping[str, Any], tiou_thresholds: Itera
         raise ValueError(f"classes in both base and novel: {sorted(overlap)}")
     thresholds = list(tiou_thresholds)
     full = base + novel
-    gt = validate_annotations(ground_truth, "<ground truth>", classes=full)
+    gt = validate_annotations(ground_truth, "<ground truth>", classes=full, require_duration=False)
     parts = partition_videos(gt["database"], base, novel)
     out: dict[str, Any] = {"partition": {k: len(v) for k, v in parts.items()},
                            "CB": None, "CN": None, "GZSL": None}
     for name, preds, vids, vocab in (("CB", cb, parts["base"], base), ("CN", cn, parts["novel"], novel)):
         if preds is None or not vids:
             continue
-        valid = {"results": validate_predictions(preds, f"<{name} predictions>", vocab)}
+        valid = {"results": validate_predictions(preds, f"<{name} predictions>", vocab,
+                                                 allow_reversed=not strict)}
         g, p = restrict(gt, valid, vids)
         out[name] = detection_map(g, p, thresholds, classes=vocab, validate=False)
     has_gt = any(info["annotations"] for info in gt["database"].values())
     if gzsl is not None and has_gt:
-        valid = {"results": validate_predictions(gzsl, "<GZSL predictions>", full)}
+        valid = {"results": validate_predictions(gzsl, "<GZSL predictions>", full,
+                                                 allow_reversed=not strict)}
         res = detection_map(gt, valid, thresholds, classes=full, validate=False)
         nT = len(thresholds)
         b = [res["per_class"][c] for c in base if c in res["per_class"]]

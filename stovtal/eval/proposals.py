@@ -80,7 +80,7 @@ def localization_metrics(ground_truth: Mapping[str, Any], proposals: Mapping[str
 
     ``map_tious`` are the thresholds of the class-agnostic mAP (default: 0.5:0.05:0.95).
     """
-    gt = validate_annotations(ground_truth, "<ground truth>")
+    gt = validate_annotations(ground_truth, "<ground truth>", require_duration=False)
     props = {"results": validate_predictions(proposals, "<proposals>")}
     n_gt = sum(len(v["annotations"]) for v in gt["database"].values())
     if n_gt == 0:

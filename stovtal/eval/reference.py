@@ -35,7 +35,7 @@ def _class_ap(gts: dict[str, list[list[float]]], preds: list[tuple[float, int, s
     tp_list = []
     for _score, _idx, vid, seg in preds:
         best, best_j = -1.0, -1
-        for j, g in enumerate(gts.get(vid, [])):
+        for j, g in enumerate(gts.get(vid, []) if seg[1] > seg[0] else []):
             if used[vid][j]:
                 continue
             iou = _iou(seg, g)
@@ -55,7 +55,8 @@ def _class_ap(gts: dict[str, list[list[float]]], preds: list[tuple[float, int, s
 def detection_map_reference(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any],
                             tiou_thresholds: Iterable[float]) -> dict[str, Any]:
     """Same contract as :func:`stovtal.eval.detection_map` with ``classes=None`` (no
-    validation): ``{"mAP", "average_mAP", "per_class"}``."""
+    validation): ``{"mAP", "average_mAP", "per_class"}``. A prediction with ``end <= start`` or
+    on a video without ground truth of its class is a false positive."""
     db = ground_truth["database"]
     thresholds = list(tiou_thresholds)
     classes = sorted({a["label"] for v in db.values() for a in v["annotations"]})
@@ -70,7 +71,7 @@ def detection_map_reference(ground_truth: Mapping[str, Any], predictions: Mappin
         idx = 0
         for vid, plist in predictions["results"].items():
             for p in plist:
-                if vid in db and p["label"] == c:
+                if p["label"] == c:
                     preds.append((p["score"], idx, vid, p["segment"]))
                 idx += 1
         preds.sort(key=lambda x: (-x[0], x[1]))

@@ -45,8 +45,10 @@ def train_cola(model: CoLA, feats: Sequence[torch.Tensor], labels: torch.Tensor,
                seed: int, device: torch.device, desc: str = "train") -> list[float]:
     """Train ``model`` on videos ``feats`` (``[C, T]`` each) with pseudo-labels ``labels`` ``[N]``.
 
-    AdamW with a cosine learning-rate decay, gradient clipping; deterministic for a ``seed``.
-    Returns the mean total loss of each epoch.
+    ``cfg.train``: AdamW (or Adam with L2, CoLA's) at a cosine-decayed (or constant, CoLA's)
+    learning rate, gradient clipping (0: none), for ``epochs`` passes over the videos or, with
+    ``iterations > 0``, that many batches (a new shuffle every pass); deterministic for a
+    ``seed``. Returns the mean total loss of each (possibly partial, last) pass.
     """
     if len(feats) != labels.shape[0] or len(feats) == 0:
         raise ValueError(f"train_cola: {len(feats)} videos but {labels.shape[0]} labels")
@@ -54,15 +56,20 @@ def train_cola(model: CoLA, feats: Sequence[torch.Tensor], labels: torch.Tensor,
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt_cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+    opt = opt_cls(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(feats) / tc.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.epochs * steps_per_epoch)
+    total_steps = tc.iterations if tc.iterations > 0 else tc.epochs * steps_per_epoch
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+             if tc.schedule == "cosine" else None)
     history = []
-    bar = tqdm(range(tc.epochs), desc=desc, disable=not cfg.progress, leave=False)
+    step = 0
+    bar = tqdm(range(math.ceil(total_steps / steps_per_epoch)), desc=desc, disable=not cfg.progress,
+               leave=False)
     for _ in bar:
         order = torch.randperm(len(feats), generator=gen)
         total, count = 0.0, 0
-        for b in range(steps_per_epoch):
+        for b in range(min(steps_per_epoch, total_steps - step)):
             idx = order[b * tc.batch_size : (b + 1) * tc.batch_size].tolist()
             x, mask = pad_batch([_crop(feats[i], tc.max_seq_len, gen) for i in idx])
             out = model(x.to(device), mask.to(device))
@@ -72,7 +79,9 @@ def train_cola(model: CoLA, feats: Sequence[torch.Tensor], labels: torch.Tensor,
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
+            step += 1
             loss = float(losses["total"].detach())
             if not math.isfinite(loss):
                 raise FloatingPointError("CoLA training diverged (non-finite loss)")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from stovtal.engine.checkpoint import load_checkpoint, save_checkpoint
+from stovtal.engine.checkpoint import load_model, save_model
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
@@ -229,9 +229,9 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
                              "config; use another --workdir (or delete it) to start over")
         records = state["records"]
         if records:
-            ck = load_checkpoint(_ckpt_path(workdir, len(records)))
-            model = build_model(cfg, ck["in_dim"], ck["num_classes"])
-            model.load_state_dict(ck["model"])
+            mf = load_model(_ckpt_path(workdir, len(records)))
+            model = build_model(cfg, mf.model_config["in_dim"], mf.model_config["num_classes"])
+            model.load_state_dict(mf.state_dict)
             log(f"resuming after iteration {len(records)} from {workdir}")
 
     for it in range(len(records) + 1, cfg.iterations + 1):
@@ -263,10 +263,10 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
         if known.any():
             # analysis only: purity of the selected videos w.r.t. the hidden labels
             rec["nmi_selected"] = _nmi(nmi, true_idx, cc.labels, sel & known)
-        save_checkpoint(_ckpt_path(workdir, it), {
-            "model": model.state_dict(), "in_dim": model.cfg.in_dim, "num_classes": k,
+        save_model(_ckpt_path(workdir, it), model.cfg, model.state_dict(), kind="cola", meta={
             "labels": cc.labels.cpu(), "confidence": cc.confidence.cpu(), "selected": sel.cpu(),
             "mapping": torch.tensor([mapping.get(c, -1) for c in range(k)]),
+            "classes": list(data.classes), "localize": dataclasses.asdict(cfg.localize),
         })
         atomic_write_json(os.path.join(workdir, f"predictions_iter{it}.json"), predictions)
         records.append(rec)
@@ -288,7 +288,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
                                "classes": data.classes, "num_clusters": k}
     naming = _naming_vocabulary(cfg, data)
     if naming is not None:
-        ck = load_checkpoint(_ckpt_path(workdir, len(records)))
+        ck = load_model(_ckpt_path(workdir, len(records))).meta
         named = _name_clusters(model, data, ck["labels"], *naming, device, cfg)
         for row in named:
             m = int(ck["mapping"][row["cluster"]])

@@ -1,8 +1,8 @@
 """Open-vocabulary action classifier and score fusion.
 
 For each class-agnostic segment (seconds), the video-language snippet
-features are pooled over the segment with 1-D RoI-Align (aligned), averaged
-and L2-normalised; the cosine similarity with the L2-normalised text
+features are pooled with 1-D RoI-Align (aligned) over the snippets lying fully
+inside the segment (as STOV-TAL's ``roi_CLIP_cls``), averaged and L2-normalised; the cosine similarity with the L2-normalised text
 embeddings of the vocabulary in use, times the text encoder's logit scale,
 gives a softmax over that vocabulary. The vocabulary is only an input, so it
 can change at inference time. Final score = fusion of actionness and class
@@ -151,8 +151,12 @@ class OpenVocabClassifier(nn.Module):
 
         Returns:
             per video ``[K_i, C]``: the average over ``roi_size`` aligned RoI-Align bins of the
-            segment (widened by ``context``), clipped to the video's valid snippets and at least
-            one snippet wide.
+            snippets lying fully inside the segment (widened by ``context``), clipped to the
+            video's valid snippets and at least one snippet wide.
+
+        Snippet ``i`` covers frames ``[i * stride, i * stride + num_frames)``; it lies inside
+        ``[t0, t1]`` s when ``t0 * fps / stride <= i <= (t1 * fps - num_frames) / stride``, and
+        the RoI spans those snippets' cells, ``i -/+ 0.5`` (STOV-TAL's coordinates).
         """
         if feats.dim() != 3 or masks.shape != (feats.shape[0], feats.shape[2]):
             raise ValueError(f"feats [B, C, T] and masks [B, T] expected, got {tuple(feats.shape)}, {tuple(masks.shape)}")
@@ -166,15 +170,19 @@ class OpenVocabClassifier(nn.Module):
             if seg.numel() and not torch.isfinite(seg).all():
                 raise ValueError(f"video {b}: segments contain NaN or inf")
             offset = float(batch["offset_snippets"][b]) if "offset_snippets" in batch else 0.0
-            g = seconds_to_grid(
-                seg.to(feats.device, torch.float64), float(batch["fps"][b]),
-                float(batch["feat_stride"][b]), float(batch["feat_num_frames"][b]),
-            ) - offset
+            stride, window = float(batch["feat_stride"][b]), float(batch["feat_num_frames"][b])
+            # grid position i = centre of snippet i; the snippets fully inside the segment
+            # start half a window (minus half a cell) after its start and end as much before
+            # its end
+            g = seconds_to_grid(seg.to(feats.device, torch.float64), float(batch["fps"][b]),
+                                stride, window) - offset
+            shrink = 0.5 * window / stride - 0.5
+            g = torch.stack([g[:, 0] + shrink, g[:, 1] - shrink], dim=1)
             if self.cfg.context > 0:
                 w = (g[:, 1] - g[:, 0]).clamp(min=0) * self.cfg.context
                 g = torch.stack([g[:, 0] - w, g[:, 1] + w], dim=1)
             last = float(max(int(lengths[b]) - 1, 0))
-            g = g.clamp(min=0.0, max=last)
+            g = g.clamp(min=-0.5, max=last + 0.5)
             # at least one snippet wide, so that every RoI has samples
             mid = 0.5 * (g[:, 0] + g[:, 1])
             half = torch.maximum(0.5 * (g[:, 1] - g[:, 0]), torch.full_like(mid, 0.5))

@@ -4,12 +4,14 @@ Zhang et al., CVPR 2021 ("CoLA: Weakly-Supervised Temporal Action Localization w
 Contrastive Learning"); FEEL trains it on the pseudo-classes of its clusters.
 
 - Snippet embedding: ``Conv1d(C, E, 3) + ReLU`` over the snippet sequence, whose borders are
-  padded by replicating the first and last valid snippet (not zeros).
-- Class activation sequence (CAS): dropout + ``Conv1d(E, K, 1)`` -> ``[B, T, K]`` logits;
-  actionness = sum of the CAS over classes ``[B, T]``.
+  padded by replicating the first and last valid snippet (``border="replicate"``) or with
+  zeros (``"zero"``, CoLA's).
+- Class activation sequence (CAS): dropout + ``Conv1d(E, K, 1)`` + ReLU (CoLA's; ``cas_relu``)
+  -> ``[B, T, K]``, non-negative; actionness = sum of the CAS over classes ``[B, T]``.
 - Video-level scores: softmax over classes of the mean of the top-``k_easy`` CAS values per
-  class (``k_easy = T // r_easy``); action loss = BCE against the normalised video label
-  (summed over classes, averaged over videos).
+  class (``k_easy = T // r_easy``); action loss = BCE against the normalised video label,
+  summed over classes and averaged over videos (``action_reduction="sum"``) or averaged over
+  both (``"mean"``, CoLA's).
 - SniCo loss: easy action / background snippets are the top-``k_easy`` by actionness (and by
   reversed actionness) after a random drop of snippets; hard action snippets lie in the inner
   boundary band of the above-median actionness mask (erosion by ``m`` minus erosion by ``M``),
@@ -45,6 +47,9 @@ class CoLAConfig:
     easy_drop: float = 0.6
     tau: float = 0.07
     snico_weight: float = 0.01
+    cas_relu: bool = True  # ReLU after the classifier conv (CoLA's)
+    border: str = "replicate"  # "replicate" | "zero" (CoLA's): padding of the video borders
+    action_reduction: str = "sum"  # "sum" over classes | "mean" over classes (CoLA's)
 
 
 def binary_dilate(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -93,8 +98,12 @@ class CoLA(nn.Module):
         super().__init__()
         if cfg.num_classes < 1 or cfg.in_dim < 1 or cfg.embed_dim < 1:
             raise ValueError(f"CoLA: bad sizes in {cfg}")
+        if cfg.border not in ("replicate", "zero"):
+            raise ValueError(f"CoLA: border must be 'replicate' or 'zero', got {cfg.border!r}")
+        if cfg.action_reduction not in ("sum", "mean"):
+            raise ValueError(f"CoLA: action_reduction must be 'sum' or 'mean', got {cfg.action_reduction!r}")
         self.cfg = cfg
-        # no zero padding: the borders of a video are padded by replication in forward
+        # the borders are padded in forward (replicated, or zeros over the padding too)
         self.embed = nn.Conv1d(cfg.in_dim, cfg.embed_dim, 3, padding=0)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Conv1d(cfg.embed_dim, cfg.num_classes, 1, bias=False)
@@ -109,8 +118,15 @@ class CoLA(nn.Module):
             mask = torch.ones(b, t, dtype=torch.bool, device=feats.device)
         if mask.shape != (b, t) or mask.dtype != torch.bool:
             raise ValueError(f"CoLA: mask must be bool [B, T] = {(b, t)}, got {mask.dtype} {tuple(mask.shape)}")
-        emb = F.relu(self.embed(_replicate_borders(feats, mask)))
-        cas = self.classifier(self.drop(emb)).transpose(1, 2)  # [B, T, K]
+        if self.cfg.border == "replicate":
+            padded = _replicate_borders(feats, mask)
+        else:
+            padded = F.pad(feats * mask[:, None].to(feats.dtype), (1, 1))
+        emb = F.relu(self.embed(padded))
+        cas = self.classifier(self.drop(emb))
+        if self.cfg.cas_relu:
+            cas = F.relu(cas)
+        cas = cas.transpose(1, 2)  # [B, T, K]
         emb = emb.transpose(1, 2)  # [B, T, E]
         actionness = cas.sum(2)
         k_easy = self.k_easy(mask)
@@ -204,9 +220,11 @@ def cola_losses(
         raise ValueError("cola_losses: a video has no label")
     target = target / target.sum(1, keepdim=True)
     scores = out["video_scores"].clamp(1e-7, 1 - 1e-7)
-    # summed over classes, averaged over videos (CoLA averages over both, which shrinks the
-    # gradient by a factor K and ties the usable learning rate to the number of classes)
+    # "sum": summed over classes, averaged over videos (CoLA averages over both, which shrinks
+    # the gradient by a factor K and ties the usable learning rate to the number of classes)
     action = F.binary_cross_entropy(scores, target, reduction="sum") / b
+    if cfg.action_reduction == "mean":
+        action = action / cfg.num_classes
 
     k_easy, k_hard = model.k_easy(mask), model.k_hard(mask)
     keep = torch.rand(b, t, generator=generator).to(mask.device) >= cfg.easy_drop

@@ -2,17 +2,26 @@
 
 For each video, the classes whose video-level score is at least ``class_threshold`` (or the
 best class if none is) are localised. For such a class c, the class activation ``cas[:, c]``,
-min-max normalised per video, is thresholded at every value in ``thresholds``; with
-``use_actionness`` the actionness (min-max normalised) is thresholded too and its proposals are
-given class c, as CoLA does. Each run of consecutive snippets above a threshold becomes a
-proposal, scored with the outer-inner contrast of CoLA/AutoLoc
+min-max normalised per video and linearly upsampled ``upscale`` times (CoLA: 24; the last
+``upscale - 1`` points extrapolate the last step), is thresholded at every value in
+``thresholds``; with ``use_actionness`` the normalised, upsampled actionness is thresholded too,
+at ``actionness_thresholds`` (empty: ``thresholds``), and its proposals are given class c, as
+CoLA does. Each run of ``min_run`` or more consecutive points at or above a threshold (and
+above 0) becomes a proposal, scored on the class's CAS with the outer-inner contrast of
+CoLA/AutoLoc
 
-    score = mean(signal inside) - mean(signal in the margins) + gamma * video_score[c]
+    score = mean(CAS inside) - mean(CAS in the margins) + gamma * video_score[c]
 
-where the margins extend ``oic_lambda`` x length on either side. Proposals of the same class
-are de-duplicated with ``stovtal.ops.temporal_nms``. Snippet i is centred at
-``(i * stride + num_frames / 2) / fps`` s and a run [i, j] spans from half a stride before the
-centre of i to half a stride after the centre of j, clipped to ``[0, duration]``.
+where the margins extend ``oic_lambda`` x length on either side: rounded, at least 1 point, on
+both sides (``oic_margins="round"``) or as CoLA computes them (``"cola"``: the left end
+``int(first - lambda * length)``, the right end ``int(last + lambda * length)``, clipped to
+the video). Proposals of the same class are de-duplicated with ``stovtal.ops.temporal_nms``.
+
+Times: snippet i covers frames ``[i * stride, i * stride + num_frames)`` and is represented by
+the ``stride`` frames around its centre, so a run of upsampled points ``[a, b]`` spans snippet
+positions ``[a / upscale, (b + 1) / upscale)`` and the seconds
+``(position * stride + (num_frames - stride) / 2) / fps``, clipped to ``[0, duration]``. With
+``num_frames == stride`` (CoLA's THUMOS14 features) these are CoLA's times.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LocalizeConfig", "localize_video", "runs_above"]
+__all__ = ["LocalizeConfig", "localize_video", "video_proposals", "runs_above", "upsample"]
 
 
 @dataclass
@@ -34,8 +43,12 @@ class LocalizeConfig:
     # trained with true video labels on a held-out synthetic world (seed 7, 30 epochs) scores
     # 0.642 average mAP@0.1:0.7 from the CAS alone and 0.600 with actionness proposals added
     use_actionness: bool = False
+    actionness_thresholds: tuple[float, ...] = ()
+    upscale: int = 1
+    min_run: int = 1
     oic_lambda: float = 0.25
     oic_gamma: float = 0.2
+    oic_margins: str = "round"
     nms_iou: float = 0.6
     max_segments: int = 100
 
@@ -51,6 +64,22 @@ def runs_above(signal: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.stack([starts, ends], 1)
 
 
+def upsample(signal: torch.Tensor, scale: int) -> torch.Tensor:
+    """``signal`` ``[T]`` at the ``T * scale`` points ``j / scale`` (linear interpolation, the
+    points past ``T - 1`` extrapolated from the last step, as SciPy's ``interp1d`` with
+    ``fill_value="extrapolate"``)."""
+    t = signal.shape[0]
+    if scale == 1:
+        return signal
+    if t == 1:
+        return signal.repeat(scale)
+    x = torch.arange(t * scale, dtype=torch.float64) / scale
+    i0 = x.floor().long().clamp(max=t - 2)
+    sig = signal.double()
+    out = sig[i0] + (x - i0.double()) * (sig[i0 + 1] - sig[i0])
+    return out.to(signal.dtype)
+
+
 def _minmax(x: torch.Tensor) -> torch.Tensor:
     lo, hi = x.min(), x.max()
     if hi - lo <= 1e-12:
@@ -58,18 +87,91 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo)
 
 
-def _oic_scores(signal: torch.Tensor, runs: torch.Tensor, lam: float) -> torch.Tensor:
+def _runs(mask: torch.Tensor) -> torch.Tensor:
+    """Maximal runs of True in ``mask`` ``[T]`` -> ``[R, 2]`` (first, last), inclusive."""
+    padded = torch.nn.functional.pad(mask.to(torch.int8), (1, 1))
+    diff = padded[1:] - padded[:-1]
+    return torch.stack([torch.nonzero(diff == 1).flatten(), torch.nonzero(diff == -1).flatten() - 1], 1)
+
+
+def _oic_scores(signal: torch.Tensor, runs: torch.Tensor, lam: float, margins: str) -> torch.Tensor:
     t = signal.shape[0]
     csum = torch.nn.functional.pad(signal.double().cumsum(0), (1, 0))
     s, e = runs[:, 0], runs[:, 1] + 1  # [s, e) half-open
     length = (e - s).double()
     inner = (csum[e] - csum[s]) / length
-    margin = torch.clamp((lam * length).round().long(), min=1)
-    os_, oe = (s - margin).clamp_min(0), (e + margin).clamp_max(t)
+    if margins == "cola":
+        os_ = (s.double() - lam * length).trunc().long().clamp_min(0)
+        oe = ((e - 1).double() + lam * length).trunc().long().clamp_max(t - 1) + 1
+    else:
+        margin = torch.clamp((lam * length).round().long(), min=1)
+        os_, oe = (s - margin).clamp_min(0), (e + margin).clamp_max(t)
     outer_sum = (csum[s] - csum[os_]) + (csum[oe] - csum[e])
     outer_len = ((s - os_) + (oe - e)).double()
     outer = torch.where(outer_len > 0, outer_sum / outer_len.clamp_min(1), torch.zeros_like(outer_sum))
     return (inner - outer).to(signal.dtype)
+
+
+def video_proposals(
+    cas: torch.Tensor,
+    actionness: torch.Tensor,
+    video_scores: torch.Tensor,
+    *,
+    fps: float,
+    stride: float,
+    num_frames: float,
+    duration: float,
+    cfg: LocalizeConfig | None = None,
+    classes: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """All proposals of one video before NMS (see the module docstring): ``segments``
+    ``[S, 2]`` (seconds), ``scores`` ``[S]``, ``labels`` ``[S]`` int64, in the order made
+    (class, CAS thresholds then actionness thresholds, runs in time order).
+
+    Args: as :func:`localize_video`.
+    """
+    cfg = cfg or LocalizeConfig()
+    if cas.dim() != 2 or actionness.shape != cas.shape[:1] or video_scores.shape != cas.shape[1:]:
+        raise ValueError(
+            f"localize_video: need cas [T, K], actionness [T], video_scores [K]; got "
+            f"{tuple(cas.shape)}, {tuple(actionness.shape)}, {tuple(video_scores.shape)}"
+        )
+    if fps <= 0 or stride <= 0 or duration <= 0:
+        raise ValueError(f"localize_video: fps, stride and duration must be > 0, got {fps}, {stride}, {duration}")
+    if cfg.upscale < 1 or cfg.min_run < 1 or cfg.oic_margins not in ("round", "cola"):
+        raise ValueError(f"localize_video: need upscale >= 1, min_run >= 1, oic_margins 'round' or "
+                         f"'cola'; got {cfg.upscale}, {cfg.min_run}, {cfg.oic_margins!r}")
+    cas, actionness, video_scores = cas.detach().float().cpu(), actionness.detach().float().cpu(), video_scores.detach().float().cpu()
+    if classes is None:
+        chosen = torch.nonzero(video_scores >= cfg.class_threshold).flatten().tolist()
+        if not chosen:
+            chosen = [int(video_scores.argmax())]
+    else:
+        chosen = list(classes)
+    scale = cfg.upscale
+    aness = upsample(_minmax(actionness), scale)
+    a_thresholds = tuple(cfg.actionness_thresholds) or tuple(cfg.thresholds)
+    offset = (num_frames - stride) / 2
+    segs, scores, labels = [], [], []
+    for c in chosen:
+        wcas = upsample(_minmax(cas[:, c]), scale)
+        tries = [(wcas, th) for th in cfg.thresholds]
+        if cfg.use_actionness:
+            tries += [(aness, th) for th in a_thresholds]
+        for sig, th in tries:
+            runs = _runs((sig >= th) & (sig > 0))
+            runs = runs[runs[:, 1] - runs[:, 0] + 1 >= cfg.min_run]
+            if runs.numel() == 0:
+                continue
+            sc = _oic_scores(wcas, runs, cfg.oic_lambda, cfg.oic_margins) + cfg.oic_gamma * video_scores[c]
+            pos = torch.stack([runs[:, 0], runs[:, 1] + 1], 1).double() / scale
+            seg = ((pos * stride + offset) / fps).clamp(0.0, duration).float()
+            segs.append(seg)
+            scores.append(sc)
+            labels.append(torch.full((runs.shape[0],), c, dtype=torch.long))
+    if not segs:
+        return {"segments": torch.zeros(0, 2), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    return {"segments": torch.cat(segs), "scores": torch.cat(scores), "labels": torch.cat(labels)}
 
 
 def localize_video(
@@ -93,42 +195,10 @@ def localize_video(
     from stovtal.ops import temporal_nms
 
     cfg = cfg or LocalizeConfig()
-    if cas.dim() != 2 or actionness.shape != cas.shape[:1] or video_scores.shape != cas.shape[1:]:
-        raise ValueError(
-            f"localize_video: need cas [T, K], actionness [T], video_scores [K]; got "
-            f"{tuple(cas.shape)}, {tuple(actionness.shape)}, {tuple(video_scores.shape)}"
-        )
-    if fps <= 0 or stride <= 0 or duration <= 0:
-        raise ValueError(f"localize_video: fps, stride and duration must be > 0, got {fps}, {stride}, {duration}")
-    cas, actionness, video_scores = cas.detach().float().cpu(), actionness.detach().float().cpu(), video_scores.detach().float().cpu()
-    if classes is None:
-        chosen = torch.nonzero(video_scores >= cfg.class_threshold).flatten().tolist()
-        if not chosen:
-            chosen = [int(video_scores.argmax())]
-    else:
-        chosen = list(classes)
-    signals = []
-    aness = _minmax(actionness)
-    for c in chosen:
-        signals.append((c, _minmax(cas[:, c])))
-        if cfg.use_actionness:
-            signals.append((c, aness))
-    segs, scores, labels = [], [], []
-    for c, sig in signals:
-        for th in cfg.thresholds:
-            runs = runs_above(sig, th)
-            if runs.numel() == 0:
-                continue
-            sc = _oic_scores(sig, runs, cfg.oic_lambda) + cfg.oic_gamma * video_scores[c]
-            centre_first = (runs[:, 0].float() * stride + num_frames / 2) / fps
-            centre_last = (runs[:, 1].float() * stride + num_frames / 2) / fps
-            half = stride / (2 * fps)
-            seg = torch.stack([centre_first - half, centre_last + half], 1).clamp(0.0, duration)
-            segs.append(seg)
-            scores.append(sc)
-            labels.append(torch.full((runs.shape[0],), c, dtype=torch.long))
-    if not segs:
-        return {"segments": torch.zeros(0, 2), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
-    seg, sc, lab = torch.cat(segs), torch.cat(scores), torch.cat(labels)
+    p = video_proposals(cas, actionness, video_scores, fps=fps, stride=stride, num_frames=num_frames,
+                        duration=duration, cfg=cfg, classes=classes)
+    seg, sc, lab = p["segments"], p["scores"], p["labels"]
+    if seg.shape[0] == 0:
+        return p
     keep = temporal_nms(seg.contiguous(), sc.contiguous(), cfg.nms_iou, labels=lab, max_keep=cfg.max_segments)
     return {"segments": seg[keep], "scores": sc[keep], "labels": lab[keep]}

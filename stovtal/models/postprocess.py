@@ -19,8 +19,9 @@ class NMSConfig:
     ``method``: ``"gaussian"`` (decay ``exp(-iou^2 / sigma)``) or ``"linear"``
     (decay ``1 - iou`` when ``iou >= iou_threshold``). ``max_keep``: at most this
     many segments per video (<= 0: all). ``voting_threshold``: after NMS each
-    kept segment's boundaries become the score-weighted mean of the pre-NMS
-    segments (same label) with IoU >= this value with it; <= 0 disables voting.
+    kept segment's boundaries become the (score x IoU)-weighted mean of the
+    pre-NMS segments (same label) with IoU >= this value with it (ActionFormer's
+    seg_voting); <= 0 disables voting.
     """
 
     method: str = "gaussian"

@@ -42,10 +42,15 @@ def temporal_nms(
     ``IoU(candidate, kept) > iou_threshold`` for a kept one (of its label).
     IoU is exactly :func:`stovtal.ops.segment_iou` (length
     ``max(end - start, 0)``, zero union -> IoU 0, so zero-length segments
-    never suppress or get suppressed). This is torchvision's ``nms``
-    convention. ActionFormer's ``nms_cpu`` differs in two ways: it suppresses
-    at ``IoU >= iou_threshold`` and adds ``1e-6`` to every segment length, so
-    e.g. identical zero-length segments suppress each other there, not here.
+    never suppress or get suppressed at a threshold >= 0). This is
+    torchvision's ``nms`` convention. ActionFormer's ``nms_cpu`` differs in
+    two ways: it suppresses at ``IoU >= iou_threshold`` and adds ``1e-6`` to
+    every segment length. Two identical zero-length segments have IoU
+    ``0 / 2e-6 = 0`` there as here, so they do not suppress each other at a
+    threshold above 0; at threshold 0 its ``>=`` suppresses every pair of
+    the same label (disjoint ones too), whereas here only pairs with a
+    positive intersection are suppressed. Segments a few ``1e-6`` long get
+    different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
     """
     return torch.ops.stovtal.temporal_nms(segments, scores, float(iou_threshold), labels, int(max_keep))
@@ -90,7 +95,10 @@ def soft_nms(
     score (ties: lowest input index), then for every other remaining
     candidate ``j`` of the same label with ``iou = IoU(selected, j)``:
     linear ``s_j *= 1 - iou`` if ``iou >= iou_threshold``; gaussian
-    ``s_j *= exp(-iou**2 / sigma)``; then drop ``j`` if ``s_j < min_score``.
+    ``s_j *= w`` with ``w = exp(-iou**2 / sigma)`` evaluated in float64
+    (``iou`` and ``sigma`` in the compute dtype, converted exactly) and
+    rounded once to the compute dtype, so that the CPU and CUDA kernels give
+    the same bits; then drop ``j`` if ``s_j < min_score``.
     The selected candidate itself is never dropped, so the first selection of
     each label is kept even if its score is below ``min_score`` (as in
     ActionFormer), and after it every other candidate of that label below
@@ -103,10 +111,12 @@ def soft_nms(
     Score voting (ActionFormer's ``seg_voting``, here per label): a selected
     segment ``k`` becomes ``sum_j w_j * segment_j / sum_j w_j`` over all input
     candidates ``j`` of its label (including itself and suppressed ones),
-    with ``w_j = max(score_j, 0) * [IoU(k, j) >= voting_threshold]`` using the
-    original, undecayed scores and ``k``'s segment before voting. If the
-    weights sum to 0 the segment is left unchanged. Scores and indices are not
-    affected by voting.
+    with ``w_j = max(score_j, 0) * IoU(k, j) * [IoU(k, j) >= voting_threshold]``
+    using the original, undecayed scores and ``k``'s segment before voting;
+    the sums run over ``j`` in input order. If the weights sum to 0 the
+    segment is left unchanged (ActionFormer would divide by zero). Scores and
+    indices are not affected by voting. ActionFormer votes only in its
+    class-agnostic mode, over all candidates; pass no ``labels`` for that.
 
     float16/bfloat16 inputs compute in float32. Not differentiable.
     """

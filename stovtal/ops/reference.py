@@ -146,7 +146,10 @@ def soft_nms(
     if method == "linear":
         weight = torch.where(iou >= thr, 1 - iou, torch.ones_like(iou))
     elif method == "gaussian":
-        weight = torch.exp(-(iou * iou) / torch.tensor(sigma, dtype=compute))
+        # float64 from the compute-dtype IoU and sigma, rounded once (as the kernels)
+        sigma64 = torch.tensor(sigma, dtype=compute).to(torch.float64)
+        iou64 = iou.to(torch.float64)
+        weight = torch.exp(-(iou64 * iou64) / sigma64).to(compute)
     else:
         raise ValueError(f"unknown method {method!r}")
     weight = torch.where(same, weight, torch.ones_like(weight))
@@ -168,8 +171,9 @@ def soft_nms(
     out_scores = torch.stack(selected_scores) if selected else current.new_empty(0)
     out_segments = seg[index]
     if voting_threshold is not None and len(selected) > 0:
+        # ActionFormer's seg_voting: score x IoU over the same-label IoU >= threshold
         w = (iou[index] >= voting_threshold) & same[index]
-        w = w.to(compute) * scores.to(compute).clamp(min=0)[None, :]
+        w = w.to(compute) * scores.to(compute).clamp(min=0)[None, :] * iou[index]
         total = w.sum(dim=1, keepdim=True)
         voted = (w @ seg) / torch.where(total > 0, total, 1)
         out_segments = torch.where(total > 0, voted, out_segments)

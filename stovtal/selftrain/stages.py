@@ -65,6 +65,8 @@ class Data:
     logit_scale: float
     max_seq_len: int
     source: dict[str, Any] = field(default_factory=dict)  # what the data is (for fingerprints)
+    annotation_file: str = ""  # the files behind ``annotations`` and the vocabulary (absolute)
+    vocab_file: str = ""
 
 
 def world_dir(workdir: str, world_cfg: Any) -> str:
@@ -107,6 +109,8 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
             vocab_names=list(names), vocab_embeddings=emb, base=list(meta["base"]), novel=list(meta["novel"]),
             logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
             source={"synthetic": world_id},
+            annotation_file=os.path.abspath(os.path.join(root, files["annotations"])),
+            vocab_file=os.path.abspath(os.path.join(root, files["vocab"])),
         )
     names, emb = load_embeddings(d.vocab)
     missing = sorted(set(d.base_classes + d.novel_classes) - set(names))
@@ -123,6 +127,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
         novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
         source={"annotations": os.path.abspath(d.annotations), "unlabelled": os.path.abspath(d.unlabelled),
                 "feature_dir": os.path.abspath(d.feature_dir)},
+        annotation_file=os.path.abspath(d.annotations), vocab_file=os.path.abspath(d.vocab),
     )
 
 
@@ -166,7 +171,7 @@ class Context:
     def fp_base(self) -> str:
         c = self.cfg
         return fingerprint({"data": self.data.source, "model": c.model, "train": c.train, "seed": c.seed,
-                            "max_seq_len": c.data.max_seq_len})
+                            "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"})
 
     def fp_pseudo(self, n: int) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
@@ -192,7 +197,9 @@ class Context:
     def train_config(self, retrain: bool = False):
         from stovtal.engine import TrainConfig
 
-        over = {**self.cfg.train, **(self.cfg.retrain.train if retrain else {})}
+        from .config import retrain_train_overrides
+
+        over = retrain_train_overrides(self.cfg) if retrain else dict(self.cfg.train)
         return TrainConfig(**{"seed": self.cfg.seed, "device": self.cfg.device, "progress": self.cfg.progress,
                               **over})
 
@@ -202,21 +209,57 @@ class Context:
         return ActionLocalizer(self.localizer_config())
 
     def load_model(self, path: str):
-        from stovtal.engine import load_checkpoint
+        """An exported localizer (``base/model.pt``, ``retrain/n<N>/teacher.pt``), on the device."""
+        from stovtal.engine.checkpoint import load_model
 
-        state = load_checkpoint(path)
         model = self.new_model()
-        model.load_state_dict(state["model"])
+        model.load_state_dict(load_model(path).state_dict)
         return model.to(self.device).eval()
+
+    def export_model(self, path: str, state_dict: Mapping[str, torch.Tensor], seconds: float) -> None:
+        """Write a localizer in the model format (:func:`stovtal.engine.checkpoint.save_model`)
+        with the run config that ``python -m stovtal.infer`` needs to run it."""
+        from stovtal.engine.checkpoint import save_model
+
+        save_model(path, self.localizer_config(), dict(state_dict),
+                   meta={"run_config": self.run_config(), "seconds": seconds})
+
+    def run_config(self) -> dict[str, Any]:
+        """The data, text, classifier and model settings of this run as a
+        :class:`stovtal.config.Config` dict (paths absolute): what ``python -m stovtal.infer``
+        reads from an exported model to run it on the same data and vocabulary."""
+        d, c = self.data, self.cfg
+        return {
+            "data": {
+                "synthetic": False, "annotation_file": d.annotation_file, "feature_dir": d.feature_dir,
+                "fps": float(d.grid.fps), "feature_stride": int(d.grid.feature_stride),
+                "num_frames": int(d.grid.num_frames), "feat_dim": int(d.feat_dim), "max_seq_len": int(d.max_seq_len),
+                "train_subset": d.train_subset, "val_subset": "", "test_subset": d.test_subset,
+                "base_classes": list(d.base), "novel_classes": list(d.novel),
+                "tiou_thresholds": [float(t) for t in c.eval.tiou_thresholds], "batch_size_eval": int(c.eval.batch_size),
+            },
+            "text": {"kind": "npz", "npz": d.vocab_file, "logit_scale": float(d.logit_scale)},
+            "classifier": dict(c.eval.classifier),
+            "model": dataclasses.asdict(self.localizer_config()),
+            "train": {"device": c.device},
+            "num_threads": int(c.num_threads),
+        }
 
     def labelled_dataset(self):
         from stovtal.data import VideoFeatureDataset
 
         from .teacher import AGNOSTIC, class_agnostic
 
-        db = class_agnostic(self.data.annotations, self.data.train_subset)
+        # videos with a novel-class action are left out (as stovtal.train does), so that no
+        # novel action is seen as an action, nor as background
+        base = set(self.data.base)
+        kept = {vid: info for vid, info in self.data.annotations.items()
+                if info.get("subset") == self.data.train_subset
+                and all(a["label"] in base for a in info.get("annotations", []))}
+        db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled videos of subset {self.data.train_subset!r}")
+            raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
+                              f"base-class actions")
         return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
                                    feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
                                    training=True, require_annotations=True)
@@ -281,7 +324,7 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bo
 def stage_base(ctx: Context) -> str:
     """Train the class-agnostic localizer on the labelled (base-class) videos; export EMA weights."""
     from stovtal.data import collate_videos
-    from stovtal.engine import Trainer, save_checkpoint
+    from stovtal.engine import Trainer
 
     out_dir = ctx.path("base")
     out = os.path.join(out_dir, "model.pt")
@@ -296,9 +339,7 @@ def stage_base(ctx: Context) -> str:
     t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
-        save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
-                              "localizer": dataclasses.asdict(ctx.localizer_config()),
-                              "seconds": time.time() - t0})
+        ctx.export_model(out, trainer.ema.module.state_dict(), time.time() - t0)
     D.barrier()
     return out
 
@@ -329,7 +370,8 @@ def stage_pseudolabel(ctx: Context, n: int) -> str:
 def stage_retrain(ctx: Context, n: int) -> str:
     """Mean Teacher retraining on labelled + pseudo-labelled videos; export the teacher."""
     from stovtal.data import VideoFeatureDataset
-    from stovtal.engine import load_checkpoint, save_checkpoint, seed_everything
+    from stovtal.engine import seed_everything
+    from stovtal.engine.checkpoint import load_model
 
     from .distributed import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
@@ -338,9 +380,12 @@ def stage_retrain(ctx: Context, n: int) -> str:
     out = os.path.join(out_dir, "teacher.pt")
     if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
         return out
-    base_state = load_checkpoint(_require(ctx.path("base", "model.pt"), "base"))["model"]
-    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
+    if r.teacher_init == "raw":  # the base run's final raw weights (its training state)
+        base_state = load_model(_require(ctx.path("base", "last.pt"), "base"), weights="model").state_dict
+    else:
+        base_state = load_model(_require(ctx.path("base", "model.pt"), "base")).state_dict
+    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
@@ -365,9 +410,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
     t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
-        save_checkpoint(out, {"model": trainer.ema.module.state_dict(),
-                              "localizer": dataclasses.asdict(ctx.localizer_config()),
-                              "seconds": time.time() - t0})
+        ctx.export_model(out, trainer.ema.module.state_dict(), time.time() - t0)
     D.barrier()
     return out
 

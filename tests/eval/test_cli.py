@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from stovtal.data import class_split
 from stovtal.eval import detection_map
 
@@ -61,3 +63,23 @@ def test_eval_cli(tmp_path, capsys):
     assert r.returncode == 2 and "missing.json" in r.stderr
     r = _run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "pred.json", "--tiou", "a:b", capsys=capsys)
     assert r.returncode == 2 and "--tiou" in r.stderr
+
+
+def test_eval_cli_reversed_predictions_and_strict(tmp_path, capsys):
+    gt = {"database": {"v1": {"subset": "test", "annotations": [{"segment": [1, 5], "label": "a"}]}}}
+    pred = {"results": {"v1": [{"segment": [5, 1], "label": "a", "score": 0.9},
+                               {"segment": [1, 5], "label": "a", "score": 0.5}],
+                        "elsewhere": [{"segment": [1, 5], "label": "a", "score": 0.7}]}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))  # no 'duration': accepted
+    (tmp_path / "p.json").write_text(json.dumps(pred))
+    out = tmp_path / "r.json"
+    with pytest.warns(UserWarning, match="1 prediction"):
+        r = _run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "p.json", "--tiou", "0.5",
+                 "--out", out, capsys=capsys)
+    assert r.returncode == 0
+    res = json.loads(out.read_text())
+    # two false positives (reversed, absent video) ranked above the true positive: AP 1/3
+    assert res["mAP"] == [1 / 3] and res["degenerate_predictions"] == 1
+    assert res["absent_video_predictions"] == 1
+    r = _run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "p.json", "--strict", capsys=capsys)
+    assert r.returncode == 2 and "end 1.0 < start 5.0" in r.stderr

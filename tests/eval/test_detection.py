@@ -1,6 +1,7 @@
 """Detection mAP: hand-computed cases and an independent loop reference."""
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -67,9 +68,35 @@ def test_videos_without_ground_truth_and_unknown_videos():
     # a prediction on a ground-truth video without annotations is a false positive
     r = detection_map(g, pred(empty=[((10, 20), "a", 0.9)], v=[((10, 20), "a", 0.5)]), [0.5])
     assert r["mAP"] == [0.5]
-    # a prediction on a video outside the ground truth is ignored and counted
+    # a prediction on a video outside the ground truth is a false positive (ActivityNet)
     r = detection_map(g, pred(other=[((10, 20), "a", 0.9)], v=[((10, 20), "a", 0.5)]), [0.5])
+    assert r["mAP"] == [0.5] and r["absent_video_predictions"] == 1
+    assert r["ignored_predictions"] == 0
+    # ranked below the true positive it costs nothing
+    r = detection_map(g, pred(other=[((10, 20), "a", 0.1)], v=[((10, 20), "a", 0.5)]), [0.5])
+    assert r["mAP"] == [1.0]
+    # a label without ground truth is not evaluated (counted)
+    r = detection_map(g, pred(v=[((10, 20), "z", 0.9), ((10, 20), "a", 0.5)]), [0.5])
     assert r["mAP"] == [1.0] and r["ignored_predictions"] == 1
+
+
+def test_reversed_and_zero_length_predictions_are_false_positives():
+    g = gt(v=[((10, 20), "a")])
+    for seg in ((20, 10), (15, 15)):
+        p = pred(v=[(seg, "a", 0.9), ((10, 20), "a", 0.5)])
+        with pytest.warns(UserWarning, match="1 prediction.*end <= start"):
+            r = detection_map(g, p, [0.0, 0.5])
+        assert r["mAP"] == [0.5, 0.5] and r["degenerate_predictions"] == 1
+        with pytest.warns(UserWarning):
+            assert detection_map(g, p, [0.0, 0.5], validate=False)["mAP"] == [0.5, 0.5]
+    # strict: end < start is an error naming the video
+    with pytest.raises(DataError, match="video 'v'.*end 10.0 < start 20.0"):
+        detection_map(g, pred(v=[((20, 10), "a", 0.9)]), [0.5], strict=True)
+
+
+def test_ground_truth_needs_no_duration():
+    g = {"database": {"v": {"annotations": [{"segment": [10, 20], "label": "a"}]}}}
+    assert detection_map(g, pred(v=[((10, 20), "a", 0.9)]), [0.5])["mAP"] == [1.0]
 
 
 def test_empty_predictions_and_missing_classes():
@@ -114,7 +141,7 @@ def _random_case(rng: random.Random):
                 c = c if rng.random() < 0.8 else rng.choice(classes)
             else:
                 s = rng.uniform(0, 90)
-                seg, c = (s, s + rng.uniform(0, 10)), rng.choice(classes)
+                seg, c = (s, s + rng.uniform(-1, 10)), rng.choice(classes)  # some end < start
             preds.append((seg, c, rng.choice([0.5, 0.25, round(rng.random(), 2)])))  # many ties
         db[f"v{v}"], res[f"v{v}"] = anns, preds
     res["not_in_gt"] = [((1, 2), classes[0], 0.99)]
@@ -129,11 +156,13 @@ def test_matches_loop_reference_on_random_cases():
         g, p = _random_case(rng)
         if not any(v["annotations"] for v in g["database"].values()):
             continue
-        ours = detection_map(g, p, thresholds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reversed segments
+            ours = detection_map(g, p, thresholds)
         ref = detection_map_reference(g, p, thresholds)
-        assert np.allclose(ours["mAP"], ref["mAP"], atol=1e-12)
+        assert ours["mAP"] == ref["mAP"]  # bit-equal: same operations in the same order
         for c, aps in ref["per_class"].items():
-            assert np.allclose(ours["per_class"][c], aps, atol=1e-12)
+            assert ours["per_class"][c] == aps
         checked += 1
 
 
@@ -150,7 +179,6 @@ def test_bulk_checks_reject_what_the_validator_rejects():
         ([{"segment": [10, True], "label": "a", "score": 0.9}], "finite numbers"),
         ([{"segment": [10, 20, 30], "label": "a", "score": 0.9}], r"\[start, end\]"),
         ([{"segment": "10-20", "label": "a", "score": 0.9}], r"\[start, end\]"),
-        ([{"segment": [20, 10], "label": "a", "score": 0.9}], "end"),
         ([{"segment": [10, float("inf")], "label": "a", "score": 0.9}], "finite"),
         ([{"segment": [10, 20], "label": 3, "score": 0.9}], "label"),
         ([{"segment": [10, 20], "score": 0.9}], "needs"),
@@ -161,6 +189,10 @@ def test_bulk_checks_reject_what_the_validator_rejects():
         p = {"results": {"ok": [{"segment": [1, 2], "label": "a", "score": 0.1}], "v": entries}}
         with pytest.raises(DataError, match=msg):
             detection_map(g, p, [0.5])
+    p = {"results": {"ok": [{"segment": [1, 2], "label": "a", "score": 0.1}],
+                     "v": [{"segment": [20, 10], "label": "a", "score": 0.9}]}}
+    with pytest.raises(DataError, match="end"):
+        detection_map(g, p, [0.5], strict=True)
     with pytest.raises(DataError, match="results"):
         detection_map(g, {"results": [1]}, [0.5])
     # accepted number types: ints, numpy floats, tuples; same result as plain floats
@@ -173,8 +205,10 @@ def test_validate_false_gives_the_same_result():
     for _ in range(20):
         g, p = _random_case(rng)
         if any(v["annotations"] for v in g["database"].values()):
-            a = detection_map(g, p, [0.3, 0.5, 0.7])
-            b = detection_map(g, p, [0.3, 0.5, 0.7], validate=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # reversed segments
+                a = detection_map(g, p, [0.3, 0.5, 0.7])
+                b = detection_map(g, p, [0.3, 0.5, 0.7], validate=False)
             assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
 
 
@@ -198,7 +232,10 @@ def test_matches_loop_reference_on_crowded_groups():
                 preds.append(((s + d, e + rng.choice([0.0, 1.0])), c, rng.choice([0.9, 0.5, 0.1])))
             db[f"v{v}"], res[f"v{v}"] = anns, preds
         g, p = gt(**db), pred(**res)
-        ours, ref = detection_map(g, p, thresholds), detection_map_reference(g, p, thresholds)
-        assert np.allclose(ours["mAP"], ref["mAP"], atol=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-length predictions
+            ours = detection_map(g, p, thresholds)
+        ref = detection_map_reference(g, p, thresholds)
+        assert ours["mAP"] == ref["mAP"]  # bit-equal: same operations in the same order
         for c, aps in ref["per_class"].items():
-            assert np.allclose(ours["per_class"][c], aps, atol=1e-12)
+            assert ours["per_class"][c] == aps

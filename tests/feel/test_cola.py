@@ -123,3 +123,64 @@ def test_localize_finds_the_activated_span_in_seconds():
     end = (29 * stride + nf / 2) / fps + stride / (2 * fps)
     torch.testing.assert_close(out["segments"], torch.tensor([[start, end]]))
     assert out["scores"][0] > 0.9  # inside 1, outside 0 (+ gamma * 0.9)
+
+
+def test_cas_is_non_negative_with_the_classifier_relu():
+    model, feats, mask, _ = _tiny()
+    out = model(feats, mask)
+    assert (out["cas"] >= 0).all() and (out["actionness"] >= 0).all()
+    assert (out["cas"] > 0).any()
+    model.cfg.cas_relu = False
+    assert (model(feats, mask)["cas"] < 0).any()
+
+
+def test_zero_border_padding_is_colas_conv():
+    model, feats, _, _ = _tiny()
+    model.cfg.border = "zero"
+    model.eval()
+    mask = torch.ones(feats.shape[0], feats.shape[2], dtype=torch.bool)
+    emb = torch.relu(torch.nn.functional.conv1d(feats, model.embed.weight, model.embed.bias, padding=1))
+    torch.testing.assert_close(model(feats, mask)["embeddings"], emb.transpose(1, 2))
+
+
+def test_thumos14_inference_matches_colas_rules():
+    """Proposals before NMS with the THUMOS14 config's settings against an oracle written from
+    CoLA's ``core/utils.py`` (16-frame snippets at 25 fps, upsampling x24)."""
+    import numpy as np
+
+    from stovtal.feel.config import load_config
+    from stovtal.models.cola_inference import video_proposals
+    from tests.feel.cola_reference import cola_proposals
+
+    loc = load_config("stovtal/feel/configs/thumos14.yaml").localize
+    cfg = LocalizeConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(loc).items()})
+    g = torch.Generator().manual_seed(3)
+    for trial in range(6):
+        t, k = 20 + 7 * trial, 4
+        cas = torch.relu(torch.randn(t, k, generator=g)).double()
+        cas[5:12, trial % k] += 2.0
+        scores = torch.softmax(torch.randn(k, generator=g) * 2, 0).double()
+        ours = video_proposals(cas, cas.sum(1), scores, fps=25.0, stride=16, num_frames=16,
+                               duration=1e6, cfg=cfg)
+        ref = cola_proposals(cas.numpy(), cas.sum(1).numpy(), scores.numpy(), cfg.thresholds,
+                             cfg.actionness_thresholds, cfg.upscale, 25.0)
+        got = sorted(zip(ours["labels"].tolist(), ours["segments"][:, 0].tolist(),
+                         ours["segments"][:, 1].tolist(), ours["scores"].tolist(), strict=True))
+        want = sorted((c, s, e, sc) for c, sc, s, e in ref)
+        assert len(got) == len(want) > 0
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=0, atol=1e-5)
+
+
+def test_train_iterations_and_colas_optimizer():
+    from stovtal.feel.config import load_config
+    from stovtal.feel.localizer import train_cola
+
+    model, feats, _, labels = _tiny()
+    cfg = load_config(None, ["train.iterations=5", "train.batch_size=2", "train.optimizer=adam",
+                             "train.schedule=constant", "train.grad_clip=0", "progress=false"])
+    steps = []
+    model.register_forward_hook(lambda *_: steps.append(1))
+    history = train_cola(model, [f for f in feats], labels, cfg, seed=0, device=torch.device("cpu"))
+    assert len(steps) == 5 and len(history) == 3  # 2 batches per pass: 2 + 2 + 1
+    with pytest.raises(ValueError, match="optimizer"):
+        load_config(None, ["train.optimizer=sgd"])

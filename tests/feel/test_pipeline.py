@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 
+from stovtal.engine.checkpoint import load_model
 from stovtal.eval import nmi
 from stovtal.feel.__main__ import main
 from stovtal.feel.config import load_config
@@ -60,7 +61,7 @@ def test_end_to_end_results_schema_and_outcome(world, full_run):
     assert res["iterations"][1]["selected_fraction"] == 1.0
     # clustering carries real signal: better than a random partition with the same cluster sizes
     details = json.loads((tmp_path / "details.json").read_text())
-    ck = torch.load(tmp_path / "ckpt" / "iter_1.pt", weights_only=True)
+    ck = load_model(tmp_path / "ckpt" / "iter_1.pt").meta
     true = [data.classes.index(a["annotations"][0]["label"]) for a in
             (data.train.gt["database"][v] for v in data.train.ids)]
     rng = random.Random(0)
@@ -89,10 +90,11 @@ def test_training_labels_never_influence_training(world, tmp_path):
         for a in v["annotations"]:
             a["label"] = next(it)
     res_b = run_feel(_cfg(tmp_path / "b", "iterations=1"), data=scrambled, log=lambda s: None)
-    ca = torch.load(tmp_path / "a" / "ckpt" / "iter_1.pt", weights_only=True)
-    cb = torch.load(tmp_path / "b" / "ckpt" / "iter_1.pt", weights_only=True)
+    ma, mb = load_model(tmp_path / "a" / "ckpt" / "iter_1.pt"), load_model(tmp_path / "b" / "ckpt" / "iter_1.pt")
+    assert ma.kind == "cola" and ma.model_config["num_classes"] == mb.model_config["num_classes"]
+    ca, cb = ma.meta, mb.meta
     assert torch.equal(ca["labels"], cb["labels"]) and torch.equal(ca["selected"], cb["selected"])
-    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert all(torch.equal(ma.state_dict[k], mb.state_dict[k]) for k in ma.state_dict)
     assert res_a["final"] == res_b["final"]
     assert res_a["iterations"][0]["nmi_cci"] != res_b["iterations"][0]["nmi_cci"]
 

@@ -24,21 +24,56 @@ def test_grid_seconds_round_trip_and_convention():
     assert torch.allclose(seconds_to_grid(grid_to_seconds(x, 25.0, 8, 16), 25.0, 8, 16), x, atol=1e-5)
 
 
-def test_pooling_is_the_mean_over_the_segment():
-    # feature value = snippet index, so the mean over grid segment [a, b] is (a + b) / 2
+def _inside_seconds(first_last: torch.Tensor, fps=30.0, stride=4, nf=16) -> torch.Tensor:
+    """Segment (s) whose fully-inside snippets are ``[first, last]``: starts at the first
+    snippet's first frame, ends at the last snippet's last frame."""
+    return torch.stack([first_last[:, 0] * stride / fps, (first_last[:, 1] * stride + nf) / fps], 1)
+
+
+def test_pooling_is_the_mean_over_the_snippets_inside_the_segment():
+    # feature value = snippet index, so the mean over snippets [a, b] is (a + b) / 2
     T = 50
     feats = torch.arange(T, dtype=torch.float32).expand(1, 1, T).repeat(1, 2, 1)
     masks = torch.ones(1, T, dtype=torch.bool)
     grid = torch.tensor([[10.0, 20.0], [3.0, 4.0], [0.0, 49.0], [7.25, 30.5]])
-    secs = grid_to_seconds(grid.double(), 30.0, 4, 16).float()
+    secs = _inside_seconds(grid.double()).float()
     for roi_size in (1, 4):
         clf = OpenVocabClassifier(ClassifierConfig(roi_size=roi_size))
         pooled = clf.pool_segments(feats, masks, [secs], META)[0]
         assert torch.allclose(pooled[:, 0], grid.mean(dim=1), atol=1e-4)
+    # a segment from centre 10 to centre 20 holds snippets 11.5 .. 18.5 fully (16-frame
+    # windows, stride 4: 1.5 snippets less at each end)
+    pooled = OpenVocabClassifier().pool_segments(
+        feats, masks, [grid_to_seconds(torch.tensor([[10.0, 20.0]]), 30.0, 4, 16)], META)[0]
+    assert pooled[0, 0].item() == pytest.approx(15.0, abs=1e-4)
     # context widening: 50% of the length on both sides of [10, 20] -> [5, 25], same centre
     clf = OpenVocabClassifier(ClassifierConfig(context=0.5))
     wide = clf.pool_segments(feats, masks, [secs[:1]], META)[0]
     assert wide[0, 0].item() == pytest.approx(15.0, abs=1e-4)
+
+
+def test_pooling_matches_stovtals_roi_align_coordinates():
+    """Against torchvision's 2-D RoI-Align on boxes built as STOV-TAL's ``roi_CLIP_cls`` does
+    (start = t * fps / stride, end = (t * fps + stride - window) / stride, aligned)."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    T, C = 120, 5
+    feats = torch.randn(1, C, T, generator=g, dtype=torch.float64)
+    masks = torch.ones(1, T, dtype=torch.bool)
+    for fps, stride, nf in ((30.0, 4, 16), (25.0, 16, 16), (30.0, 8, 32)):
+        meta = {"fps": [fps], "feat_stride": [stride], "feat_num_frames": [nf]}
+        start = torch.rand(20, generator=g, dtype=torch.float64) * (T * stride * 0.6) / fps
+        length = (nf + stride + torch.rand(20, generator=g, dtype=torch.float64) * 30 * stride) / fps
+        secs = torch.stack([start, start + length], 1)
+        for roi_size in (1, 3):
+            ours = OpenVocabClassifier(ClassifierConfig(roi_size=roi_size)).pool_segments(
+                feats, masks, [secs], meta)[0]
+            s = secs[:, 0] * fps / stride
+            e = (secs[:, 1] * fps + stride - nf) / stride
+            boxes = torch.stack([s, torch.zeros_like(s), e, torch.ones_like(s)], 1)
+            ref = roi_align(feats[:, :, None], [boxes], (1, roi_size), aligned=True).mean(dim=(2, 3))
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-9)
 
 
 def test_pooling_stays_inside_the_valid_snippets():

@@ -1,6 +1,8 @@
 """temporal_nms and soft_nms: every semantic point of the contract, against the
 independent references in stovtal.ops.reference, plus reference-free properties."""
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -91,6 +93,12 @@ def test_zero_length_segments_never_suppress():
     seg = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 2.0], [3.0, 2.0]])  # two points, one span, one reversed
     sc = torch.tensor([0.9, 0.8, 0.7, 0.6])
     assert temporal_nms(seg, sc, 0.0).tolist() == [0, 1, 2, 3]
+    assert temporal_nms(seg, sc, 0.5).tolist() == [0, 1, 2, 3]
+    # identical zero-length segments have IoU 0 (ActionFormer: 0 / 2e-6 = 0 as well)
+    assert temporal_nms(seg[:2], sc[:2], 0.0).tolist() == [0, 1]
+    # below 0 every IoU exceeds the threshold: one segment per label survives
+    assert temporal_nms(seg, sc, -0.1).tolist() == [0]
+    assert torch.equal(temporal_nms(seg, sc, -0.1), reference.temporal_nms(seg, sc, -0.1))
 
 
 def test_per_label_nms():
@@ -270,17 +278,99 @@ def test_score_voting_formula():
     labels = torch.tensor([0, 0, 0, 1, 0])
     out_seg, scores, idx = soft_nms(seg, sc, 0.99, 0.5, 0.0, "linear", labels, voting_threshold=0.7)
     assert idx.tolist() == [0, 2, 4, 3, 1]
-    # 0 votes with itself (w 0.9) and 1 (IoU 0.9, w 0.3); 2 (IoU 0.5) and 3 (other label) do not.
-    torch.testing.assert_close(out_seg[0], torch.tensor([0.3 / 1.2, 10.0], dtype=torch.float64))
+    # 0 votes with itself (w 0.9 x IoU 1) and 1 (w 0.3 x IoU 0.9); 2 (IoU 0.5) and 3 (other label) do not.
+    torch.testing.assert_close(out_seg[0], torch.tensor([0.27 / 1.17, 10.0], dtype=torch.float64))
     torch.testing.assert_close(out_seg[1], seg[2])  # only itself
-    torch.testing.assert_close(out_seg[2], seg[4])  # zero length: no weight, unchanged
+    torch.testing.assert_close(out_seg[2], seg[4])  # zero length: IoU 0 with everything, unchanged
     torch.testing.assert_close(out_seg[3], seg[3])
+    # 1 votes with 0 (w 0.9 x 0.9) and itself (w 0.3 x 1)
+    torch.testing.assert_close(out_seg[4], torch.tensor([0.3 / 1.11, 10.0], dtype=torch.float64))
     assert scores.tolist() == sc[idx].tolist()  # voting leaves scores alone (nothing decayed here)
     # A negative score weighs 0: segment 0 keeps itself, segment 1 moves onto segment 0.
     neg_sc = torch.tensor([0.5, -0.4], dtype=torch.float64)
     neg_seg, _, neg_idx = soft_nms(seg[:2], neg_sc, 0.99, 0.5, -1.0, "linear", voting_threshold=0.7)
     assert neg_idx.tolist() == [0, 1]
     assert neg_seg.tolist() == [[0.0, 10.0], [0.0, 10.0]]
+
+
+def seg_voting_rule(segments, scores, labels, kept, threshold):
+    """Score voting written from ActionFormer's rule, one kept segment at a time in
+    Python floats: every candidate j of the kept one's label with IoU >= threshold
+    weighs max(score_j, 0) * IoU; weighted mean of (start, end); no weight -> unchanged."""
+    seg, sc = segments.tolist(), scores.tolist()
+    lab = [0] * len(sc) if labels is None else labels.tolist()
+    out = []
+    for k in kept.tolist():
+        ks, ke = seg[k]
+        total = start = end = 0.0
+        for j, (js, je) in enumerate(seg):
+            if lab[j] != lab[k]:
+                continue
+            inter = max(min(ke, je) - max(ks, js), 0.0)
+            union = max(ke - ks, 0.0) + max(je - js, 0.0) - inter
+            iou = inter / union if union > 0 else 0.0
+            if iou >= threshold:
+                w = max(sc[j], 0.0) * iou
+                total, start, end = total + w, start + w * js, end + w * je
+        out.append([start / total, end / total] if total > 0 else [ks, ke])
+    return torch.tensor(out, dtype=torch.float64).reshape(-1, 2)
+
+
+@pytest.mark.parametrize("num_labels", [None, 4])
+@pytest.mark.parametrize("threshold", [0.3, 0.75, 1.0])
+def test_score_voting_matches_the_rule(num_labels, threshold):
+    g = torch.Generator().manual_seed(26)
+    seg, sc, lab = clustered_candidates(300, g, num_labels)
+    sc[::7] = -sc[::7]  # some negative scores (weight 0)
+    seg[::11, 1] = seg[::11, 0]  # some zero-length segments (IoU 0 with all)
+    for method in ("linear", "gaussian"):
+        out_seg, _, idx = soft_nms(seg, sc, 0.3, 0.5, -1.0, method, lab, 80, threshold)
+        plain_seg, _, plain_idx = soft_nms(seg, sc, 0.3, 0.5, -1.0, method, lab, 80)
+        assert torch.equal(idx, plain_idx) and torch.equal(plain_seg, seg[idx])
+        torch.testing.assert_close(out_seg, seg_voting_rule(seg, sc, lab, idx, threshold), rtol=1e-12, atol=1e-12)
+        moved = (out_seg != seg[idx]).any(1)
+        assert 0 < int(moved.sum()) < len(idx)  # the test exercises both cases
+
+
+def test_gaussian_weight_is_float64_exp_rounded_once():
+    """The gaussian weight for float32 inputs is exp(-iou^2 / sigma) computed in float64 from
+    the float32 IoU and sigma and rounded to float32 once (bit-identical on every backend).
+
+    Each label holds [0, b] (score 1, selected first) and [0, a] (score 1): IoU = a / b in
+    float32 exactly, and the second selection's score is the weight itself."""
+    pairs = [(a, b) for b in range(2, 60) for a in range(1, b)]
+    n = len(pairs)
+    seg = torch.zeros(2 * n, 2)
+    seg[0::2, 1] = torch.tensor([float(b) for _, b in pairs])
+    seg[1::2, 1] = torch.tensor([float(a) for a, _ in pairs])
+    labels = torch.arange(n).repeat_interleave(2)
+    sigma = 0.5
+    _, scores, idx = soft_nms(seg, torch.ones(2 * n), 0.0, sigma, 0.0, "gaussian", labels)
+    weight = dict(zip(idx.tolist(), scores.tolist(), strict=True))
+    sigma32 = float(torch.tensor(sigma, dtype=torch.float32))
+    for g, (a, b) in enumerate(pairs):
+        assert weight[2 * g] == 1.0
+        iou = float(torch.tensor(float(a)) / torch.tensor(float(b)))  # the float32 IoU
+        expected = float(torch.tensor(math.exp(-(iou * iou) / sigma32), dtype=torch.float64).float())
+        assert weight[2 * g + 1] == expected, (a, b)
+    # pinned values (float32 bits); glibc's expf of the float32 argument gives
+    # 0x1.a4fa9cp-2, 0x1.71193ap-2 and 0x1.7a5d12p-1 for the first three
+    pinned = {(2, 3): "0x1.a4fa9ep-2", (5, 7): "0x1.711938p-2", (7, 18): "0x1.7a5d10p-1", (1, 2): "0x1.368b30p-1"}
+    for (a, b), bits in pinned.items():
+        assert weight[2 * pairs.index((a, b)) + 1] == float.fromhex(bits), (a, b)
+
+
+def test_gaussian_weight_float64():
+    pairs = [(a, b) for b in range(2, 40) for a in range(1, b)]
+    n = len(pairs)
+    seg = torch.zeros(2 * n, 2, dtype=torch.float64)
+    seg[0::2, 1] = torch.tensor([float(b) for _, b in pairs])
+    seg[1::2, 1] = torch.tensor([float(a) for a, _ in pairs])
+    labels = torch.arange(n).repeat_interleave(2)
+    _, scores, idx = soft_nms(seg, torch.ones(2 * n, dtype=torch.float64), 0.0, 0.3, 0.0, "gaussian", labels)
+    weight = dict(zip(idx.tolist(), scores.tolist(), strict=True))
+    for g, (a, b) in enumerate(pairs):
+        assert weight[2 * g + 1] == pytest.approx(math.exp(-((a / b) ** 2) / 0.3), rel=3e-16, abs=0)
 
 
 def test_soft_nms_empty_and_single():
