@@ -178,10 +178,10 @@ def test_cli_adapter_is_saved_used_and_off_means_zero_shot(tmp_path):
     with_adapter = predict(os.path.join(on, "best.pt"))
     assert with_adapter.keys() == zero_shot.keys() and with_adapter != zero_shot
     with pytest.raises(ValueError, match="no trained adapter"):
-        infer.main(["--ckpt", os.path.join(off, "best.pt"), "--out", str(tmp_path / "x.json"),
+        infer.main(["--debug", "--ckpt", os.path.join(off, "best.pt"), "--out", str(tmp_path / "x.json"),
                     "classifier.adapter=true"])
     with pytest.raises(ValueError, match="does not fit"):
-        infer.main(["--ckpt", os.path.join(on, "best.pt"), "--out", str(tmp_path / "x.json"),
+        infer.main(["--debug", "--ckpt", os.path.join(on, "best.pt"), "--out", str(tmp_path / "x.json"),
                     "classifier.adapter_hidden=7"])
 
 

@@ -47,7 +47,7 @@ def test_infer_names_a_missing_run_config(tmp_path):
     assert all(torch.equal(v, mf.state_dict[k]) for k, v in ActionLocalizer(cfg).state_dict().items()
                if not v.is_floating_point())
     with pytest.raises(ValueError, match="carries no run config; pass --config"):
-        infer.main(["--ckpt", path, "--out", str(tmp_path / "p.json")])
+        infer.main(["--debug", "--ckpt", path, "--out", str(tmp_path / "p.json")])
 
 
 @pytest.mark.parametrize(("extra", "want"), [
