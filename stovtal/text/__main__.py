@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip model name (e.g. ViT-B-16) or a model-config .json",
     )
     e.add_argument(
-        "--checkpoint", required=True, help="local open_clip weights file (no downloads)"
+        "--checkpoint", required=True, help="local open_clip or ViFi-CLIP weights file (no downloads)"
     )
     e.add_argument("--out", required=True, help="output .npz")
     g = e.add_mutually_exclusive_group()
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="verbatim",
         help="'natural' turns 'BaseballPitch' into 'baseball pitch' before templating",
     )
+    e.add_argument(
+        "--base-checkpoint",
+        default=None,
+        help="with a ViFi-CLIP --checkpoint: the original CLIP ViT-B/16 weights, for the token "
+        "embedding ViFi-CLIP does not store",
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
     return p
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             name_style=args.name_style,
             device=args.device,
             batch_size=args.batch_size,
+            base_checkpoint=args.base_checkpoint,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
