@@ -85,7 +85,7 @@ def test_teacher_starts_from_the_chosen_base_weights(tiny_run, tmp_path, monkeyp
     ctx, _ = tiny_run
     work = tmp_path / "run"
     shutil.copytree(ctx.workdir, work, ignore=shutil.ignore_patterns("retrain", "eval", "report*"))
-    from tests.selftrain.conftest import TINY
+    from .conftest import TINY
 
     cfg = load_config(None, [*TINY, f"retrain.teacher_init={init}"])
     ctx2 = make_context(cfg, str(work), log=lambda _: None)
