@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+
 from .actionformer import (
     ACTIONFORMER_DEFAULTS,
     ConversionError,
@@ -36,6 +38,7 @@ def write_localizer_file(path: str, model_cfg: dict[str, Any], state_dict: dict[
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stovtal.convert", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(p)
     sub = p.add_subparsers(dest="source", required=True)
     a = sub.add_parser("actionformer", help="an ActionFormer / STOV-TAL localizer checkpoint (.pth.tar)")
     a.add_argument("ckpt", help="checkpoint file (state_dict / state_dict_ema, read with weights_only=True)")
@@ -71,13 +74,10 @@ def convert_actionformer(ckpt: str, out: str, config: str | None = None, weights
     return cfg
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = convert_actionformer(args.ckpt, args.out, args.config, args.weights)
-    except (ConversionError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = convert_actionformer(args.ckpt, args.out, args.config, args.weights)
     n_cls = cfg.get("head_num_classes", 1)
     note = (f"; class-aware head ({n_cls} classes): actionness = max over the class probabilities"
             if n_cls > 1 else "")

@@ -150,6 +150,7 @@ def test_thumos14_inference_matches_colas_rules():
 
     from stovtal.feel.config import load_config
     from stovtal.models.cola_inference import video_proposals
+
     from .cola_reference import cola_proposals
 
     loc = load_config("stovtal/feel/configs/thumos14.yaml").localize
