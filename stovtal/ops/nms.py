@@ -54,6 +54,8 @@ def temporal_nms(
     positive intersection are suppressed. Segments a few ``1e-6`` long get
     different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
+    The CPU kernel visits only overlapping pairs of comparable length
+    (interval index): O(N log N) plus the pairs it visits.
 
     CUDA: the same kept indices as the CPU. The pairwise suppression bitmask
     is computed in bands of about 1 GiB of mask words (rows suppressed by
@@ -126,6 +128,8 @@ def soft_nms(
     class-agnostic mode, over all candidates; pass no ``labels`` for that.
 
     float16/bfloat16 inputs compute in float32. Not differentiable.
+    The CPU kernel visits only the candidates that overlap each selection
+    (interval index, lazy max-heap): O(N log N) plus the pairs it visits.
 
     CUDA: the same selections and bit-identical scores as the CPU (the shared
     math is compiled without fused multiply-adds). One thread block runs each
