@@ -260,6 +260,8 @@ class Checker:
             return
         env = dict(self.env, STOVTAL_CUDA="ON", PYTHON=PY,
                    CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+        if not shutil.which("nvcc") and "CUDACXX" not in env and os.path.exists("/usr/local/cuda/bin/nvcc"):
+            env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # a toolkit that is not on the PATH
         build_dir = self.build_dir or os.path.join(ROOT, "build", f"gpu-check-sm{self.arch}")
         ok, out = self.cmd(part, ["bash", os.path.join(ROOT, "tools", "build_inplace.sh"), build_dir,
                                   f"-DCMAKE_CUDA_ARCHITECTURES={self.arch}"], limit, env)
