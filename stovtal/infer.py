@@ -35,6 +35,7 @@ from stovtal.engine.builders import (
 )
 from stovtal.engine.checkpoint import load_model
 from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
+from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-json", default=None, help="with --eval: also write the metrics to this JSON file")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_debug_flag(p)
     return p
 
 
@@ -74,10 +76,12 @@ def _vocab_names(args: argparse.Namespace, default: list[str]) -> list[str]:
     else:
         names = list(default)
     if not names:
-        raise ValueError("the vocabulary is empty")
+        raise ValueError(f"{args.vocab_file}: the vocabulary file is empty" if args.vocab_file
+                         else "--classes: the vocabulary is empty")
     return names
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mf = load_model(args.ckpt, args.weights)

@@ -42,6 +42,7 @@ from stovtal.engine.run import (
     format_results_table,
     load_localizer,
 )
+from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 
 
@@ -63,15 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt if it exists")
     p.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
+    add_debug_flag(p)
     return p
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     from stovtal.engine import distributed as D
+    from stovtal.utils.workdir_lock import job_lock
 
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    with D.distributed_session(cfg.train.device):
+    with D.distributed_session(cfg.train.device), job_lock(args.workdir or cfg.workdir):
         return _main(args, cfg, D.is_main_process())
 
 

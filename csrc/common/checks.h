@@ -7,8 +7,15 @@
 
 namespace stovtal {
 
+// Exactly the four dtypes every kernel dispatches on (at::isFloatingType would
+// also accept the Float8 types, which no kernel handles).
+inline bool is_supported_floating(c10::ScalarType t) {
+  return t == c10::ScalarType::Half || t == c10::ScalarType::BFloat16 ||
+         t == c10::ScalarType::Float || t == c10::ScalarType::Double;
+}
+
 inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
+  TORCH_CHECK(is_supported_floating(t.scalar_type()), op, ": ", name,
               " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
               t.scalar_type());
 }

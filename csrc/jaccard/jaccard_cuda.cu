@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 
 #include "../common/cuda_utils.cuh"
@@ -165,18 +167,33 @@ __global__ void distance_rows_kernel(const int64_t* __restrict__ ptr, const int3
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
+// Whether float32 matmuls may run in TF32 behind torch's setting:
+// NVIDIA_TF32_OVERRIDE (read by cuBLAS itself) set to anything but "0" may
+// turn TF32 on ("0" forces it off, which is safe), and
+// TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 makes torch ask cuBLAS for TF32
+// whatever the precision setting says. Read on every call, as torch reads
+// its own setting.
+bool tf32_forced_by_environment() {
+  const char* nvidia = std::getenv("NVIDIA_TF32_OVERRIDE");
+  if (nvidia != nullptr && std::strcmp(nvidia, "0") != 0) return true;
+  const char* torch_override = std::getenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE");
+  return torch_override != nullptr && std::strcmp(torch_override, "1") == 0;
+}
+
 // The sets the kNN search and V are computed from. knn_rank proves its
 // candidates with a rounding bound of IEEE float32 keys; with TF32 matmuls
-// allowed (torch.backends.cuda.matmul.fp32_precision = "tf32", e.g. after
-// torch.set_float32_matmul_precision("high")) cuBLAS rounds the inputs of the
-// float32 key matmul to 10 mantissa bits, far beyond that bound, so a
-// "proven" candidate set can miss a true neighbour. Those sets are then
-// searched in float64 (never TF32): every later stage computes in double from
-// the same values, so the result is the one of the float32 path.
+// (torch.backends.cuda.matmul.fp32_precision = "tf32", e.g. after
+// torch.set_float32_matmul_precision("high"), or forced by the environment,
+// tf32_forced_by_environment) cuBLAS rounds the inputs of the float32 key
+// matmul to 10 mantissa bits, far beyond that bound, so a "proven" candidate
+// set can miss a true neighbour. Those sets are then searched in float64
+// (never TF32): every later stage computes in double from the same values, so
+// the result is the one of the float32 path.
 at::Tensor search_sets(const at::Tensor& x) {
   if (x.scalar_type() == at::kFloat &&
-      at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
-          at::Float32Precision::TF32) {
+      (at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+           at::Float32Precision::TF32 ||
+       tf32_forced_by_environment())) {
     return x.to(at::kDouble);
   }
   return x;

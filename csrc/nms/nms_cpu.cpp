@@ -1,11 +1,14 @@
 // CPU kernels of temporal_nms and soft_nms.
 //
-// Both work on structure-of-arrays copies of the candidates in processing
-// order, so the inner loops stream through contiguous memory with
-// precomputed lengths. With labels the candidates are grouped by label first:
-// a segment can only affect segments of its own label, so each group is an
-// independent (smaller) problem and groups run in parallel. All buffers are
-// allocated once per call, none per candidate.
+// Segments are intervals on a line, so a selected segment can only suppress,
+// decay or vote with the candidates that overlap it. Both kernels keep the
+// candidates of a label in an IntervalIndex (below) and visit, for each
+// selection, only the candidates whose start lies in a window around it:
+// the work is O(N log N) plus the pairs visited, not O(N x K). They evaluate
+// exactly the same IoU, weight and comparison on every pair that can matter
+// as a scan over all pairs would, so the selections and scores are the same
+// bits. With labels the candidates are grouped by label first (a segment
+// only affects its own label) and the groups run in parallel.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -14,9 +17,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
 #include <numeric>
 #include <queue>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "nms.h"
@@ -108,7 +115,240 @@ at::Tensor labels_as_int64(const std::optional<at::Tensor>& labels) {
   return labels->to(at::kLong).contiguous();
 }
 
+// ---------------------------------------------------------------- interval index
+
+// Groups of at most this many candidates use the scan forms (at most
+// kScanMaxCandidates pairs per candidate, less than building an index costs).
+constexpr int64_t kScanMaxCandidates = 128;
+// Hard NMS compares candidates with the kept ones until this many are kept.
+constexpr int64_t kScanMaxKept = 32;
+
+// Relative margin on length ratios: a float IoU exceeds min(l1, l2) / max(l1, l2)
+// by at most a few units of rounding (IoU <= ratio * (1 + 4u) with u <= 2^-24),
+// so a pair whose length ratio is below threshold / (1 + kRatioMargin) cannot
+// reach an IoU of `threshold`.
+constexpr double kRatioMargin = 1e-5;
+
+// The smallest length ratio a pair needs to reach IoU `threshold` (0: any).
+// Below 1e-30 no ratio is excluded (it keeps the margin argument clear of
+// subnormal IoUs).
+inline double min_length_ratio(double threshold) {
+  return threshold >= 1e-30 ? threshold / (1.0 + kRatioMargin) : 0.0;
+}
+
+// Candidates of one group whose length is positive and finite, as slots
+// sorted by (length class, start): class = binary exponent of the length, so
+// lengths within a class differ by less than a factor 2. A query for the
+// candidates of class c that overlap [bs, be] reads the slots whose start lies
+// in [bs - reach_c, be), reach_c being just above the longest length of the
+// class: an overlapping candidate has ke > bs and fl(ke - ks) <= lmax, hence
+// ks > bs - reach_c in exact arithmetic, hence ks >= fl(bs - reach_c) as
+// rounding is monotone. Zero-length candidates have IoU 0 with everything and
+// are not indexed. Slots die (alive = 0) as candidates are selected or removed;
+// a class is compacted once its dead slots outnumber the live ones, so a query
+// reads O(live slots in its window) and the compactions cost O(N) in all.
+template <typename acc_t>
+struct IntervalIndex {
+  struct Class {
+    int64_t begin = 0, count = 0, dead = 0;
+    acc_t lmin = 0, lmax = 0, reach = 0;
+  };
+  std::vector<acc_t> s, e, l, score;  // per slot
+  std::vector<int64_t> pos;           // per slot: position in the group
+  std::vector<uint8_t> alive;         // per slot
+  std::vector<int64_t> slot_of;       // per live position: its slot, -1 if not indexed
+  std::vector<int32_t> class_of;      // per position: its class, -1 if not indexed
+  std::vector<Class> classes;
+
+  // `score` may be null (then the score slots are not filled).
+  IntervalIndex(const acc_t* start, const acc_t* end, const acc_t* length, const acc_t* sc,
+                int64_t n) {
+    slot_of.assign(n, -1);
+    class_of.assign(n, -1);
+    std::vector<std::pair<int, int64_t>> keyed;  // (class, position)
+    keyed.reserve(n);
+    for (int64_t p = 0; p < n; ++p) {
+      if (length[p] > acc_t(0) && std::isfinite(length[p])) {
+        int exponent = 0;
+        std::frexp(length[p], &exponent);
+        keyed.emplace_back(exponent, p);
+      }
+    }
+    std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+      if (a.first != b.first) return a.first < b.first;
+      if (start[a.second] != start[b.second]) return start[a.second] < start[b.second];
+      return a.second < b.second;
+    });
+    const int64_t m = static_cast<int64_t>(keyed.size());
+    s.resize(m);
+    e.resize(m);
+    l.resize(m);
+    pos.resize(m);
+    alive.assign(m, 1);
+    if (sc != nullptr) score.resize(m);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t p = keyed[i].second;
+      s[i] = start[p];
+      e[i] = end[p];
+      l[i] = length[p];
+      pos[i] = p;
+      if (sc != nullptr) score[i] = sc[p];
+      slot_of[p] = i;
+      if (i == 0 || keyed[i].first != keyed[i - 1].first) {
+        classes.emplace_back();
+        classes.back().begin = i;
+        classes.back().lmin = l[i];
+        classes.back().lmax = l[i];
+      }
+      Class& c = classes.back();
+      class_of[p] = static_cast<int32_t>(classes.size()) - 1;
+      ++c.count;
+      c.lmin = std::min(c.lmin, l[i]);
+      c.lmax = std::max(c.lmax, l[i]);
+    }
+    for (Class& c : classes) {
+      c.reach = std::nextafter(c.lmax, std::numeric_limits<acc_t>::infinity());
+    }
+  }
+
+  // Whether class c can hold a length whose ratio to `length` is >= `ratio`.
+  bool compatible(const Class& c, acc_t length, double ratio) const {
+    if (ratio <= 0) return true;
+    const double len = static_cast<double>(length);
+    return static_cast<double>(c.lmax) >= len * ratio && static_cast<double>(c.lmin) <= len / ratio;
+  }
+
+  // Slots [first, last) of class c whose start is in [bs - reach, be).
+  std::pair<int64_t, int64_t> window(const Class& c, acc_t bs, acc_t be) const {
+    const acc_t* first = s.data() + c.begin;
+    const acc_t* last = first + c.count;
+    const acc_t* a = std::lower_bound(first, last, static_cast<acc_t>(bs - c.reach));
+    const acc_t* b = std::lower_bound(a, last, be);
+    return {a - s.data(), b - s.data()};
+  }
+
+  void kill(int64_t slot, Class& c) {
+    alive[slot] = 0;
+    ++c.dead;
+  }
+
+  // Drops the dead slots of class c (keeping the start order) once they
+  // outnumber the live ones.
+  void maybe_compact(Class& c) {
+    if (c.dead * 2 <= c.count || c.dead < 16) return;
+    int64_t w = c.begin;
+    for (int64_t i = c.begin; i < c.begin + c.count; ++i) {
+      if (!alive[i]) {
+        slot_of[pos[i]] = -1;
+        continue;
+      }
+      if (w != i) {
+        s[w] = s[i];
+        e[w] = e[i];
+        l[w] = l[i];
+        pos[w] = pos[i];
+        alive[w] = 1;
+        if (!score.empty()) score[w] = score[i];
+        slot_of[pos[w]] = w;
+      }
+      ++w;
+    }
+    c.count = w - c.begin;
+    c.dead = 0;
+  }
+};
+
 // ---------------------------------------------------------------- hard NMS
+
+// Greedy hard NMS of one group of m candidates in processing order (start,
+// end, length arrays): writes the positions of the kept ones to `kept` in
+// selection order and returns their number (at most max_keep when > 0).
+//
+// Scan form: each candidate against every kept one. Used for a negative
+// threshold (every pair suppresses, so one segment is kept unless an IoU is
+// NaN) and for groups with a length that overflows to inf.
+template <typename acc_t>
+int64_t hard_nms_group_scan(const acc_t* s, const acc_t* e, const acc_t* l, int64_t m, acc_t thr,
+                            int64_t max_keep, int64_t* kept) {
+  int64_t nk = 0;
+  for (int64_t p = 0; p < m; ++p) {
+    bool suppressed = false;
+    for (int64_t q = 0; q < nk && !suppressed; ++q) {
+      const int64_t k = kept[q];
+      suppressed = nms_suppresses(segment_iou_with_lengths(s[p], e[p], l[p], s[k], e[k], l[k]), thr);
+    }
+    if (suppressed) continue;
+    kept[nk++] = p;
+    // The first max_keep of a group are all that can reach the overall top max_keep.
+    if (max_keep > 0 && nk >= max_keep) break;
+  }
+  return nk;
+}
+
+// Indexed form (threshold >= 0, finite lengths): a kept candidate removes the
+// later candidates it suppresses, found through the IntervalIndex among those
+// that overlap it and whose length is within the ratio an IoU above the
+// threshold needs. A pair that is not visited has IoU 0 or a length ratio
+// that keeps its IoU below the threshold, so the kept set is the scan's.
+template <typename acc_t>
+int64_t hard_nms_group_indexed(const acc_t* s, const acc_t* e, const acc_t* l, int64_t m,
+                               acc_t thr, int64_t max_keep, int64_t* kept) {
+  // While few are kept, comparing each candidate with the kept ones is the
+  // cheaper form (clustered candidates often stop here); the index is built
+  // over the candidates not yet visited once kScanMaxKept are kept.
+  int64_t nk = 0;
+  int64_t p0 = 0;
+  for (; p0 < m && nk < kScanMaxKept; ++p0) {
+    bool suppressed = false;
+    for (int64_t q = 0; q < nk && !suppressed; ++q) {
+      const int64_t k = kept[q];
+      suppressed = nms_suppresses(segment_iou_with_lengths(s[p0], e[p0], l[p0], s[k], e[k], l[k]), thr);
+    }
+    if (suppressed) continue;
+    kept[nk++] = p0;
+    if (max_keep > 0 && nk >= max_keep) return nk;
+  }
+  if (p0 >= m) return nk;
+  IntervalIndex<acc_t> index(s + p0, e + p0, l + p0, nullptr, m - p0);
+  const double ratio = min_length_ratio(static_cast<double>(thr));
+  std::vector<uint8_t> removed(m - p0, 0);
+  // Removes the indexed candidates that the kept one at position k suppresses.
+  const auto suppress = [&](int64_t k) {
+    const acc_t bs = s[k], be = e[k], bl = l[k];
+    if (!(bl > acc_t(0))) return;  // zero length: IoU 0 with everything
+    for (auto& cls : index.classes) {
+      if (!index.compatible(cls, bl, ratio)) continue;
+      const auto [first, last] = index.window(cls, bs, be);
+      const acc_t* ws = index.s.data();
+      const acc_t* we = index.e.data();
+      const acc_t* wl = index.l.data();
+      uint8_t* alive = index.alive.data();
+      int64_t killed = 0;
+      for (int64_t i = first; i < last; ++i) {
+        const bool hit =
+            alive[i] && nms_suppresses(segment_iou_with_lengths(ws[i], we[i], wl[i], bs, be, bl), thr);
+        if (hit) {
+          alive[i] = 0;
+          removed[index.pos[i]] = 1;
+          ++killed;
+        }
+      }
+      cls.dead += killed;
+      index.maybe_compact(cls);
+    }
+  };
+  for (int64_t q = 0; q < nk; ++q) suppress(kept[q]);
+  for (int64_t p = p0; p < m; ++p) {
+    if (removed[p - p0]) continue;
+    kept[nk++] = p;
+    if (max_keep > 0 && nk >= max_keep) break;
+    const int64_t slot = index.slot_of[p - p0];
+    if (slot < 0) continue;  // zero length: never indexed, suppresses nothing
+    index.kill(slot, index.classes[index.class_of[p - p0]]);
+    suppress(p);
+  }
+  return nk;
+}
 
 template <typename scalar_t>
 at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& scores,
@@ -128,34 +368,22 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   const acc_t thr = static_cast<acc_t>(iou_threshold_d);
   const int64_t num_groups = static_cast<int64_t>(c.group_begin.size()) - 1;
 
-  // Kept segments of group g are stored in [group_begin[g], ...) of these, in
-  // selection order; a candidate is compared with the kept ones only.
-  std::vector<acc_t> ks(n), ke(n), kl(n);
+  // Kept segments of group g are stored, as positions in c, in
+  // kept_pos[group_begin[g], ...) in selection order.
   std::vector<int64_t> kept_pos(n);
   std::vector<int64_t> kept_count(num_groups, 0);
   for_each_group(num_groups, n, [&](int64_t g) {
     const int64_t g0 = c.group_begin[g];
-    const int64_t g1 = c.group_begin[g + 1];
-    int64_t nk = 0;
-    for (int64_t p = g0; p < g1; ++p) {
-      const acc_t s = c.start[p], e = c.end[p], l = c.length[p];
-      bool suppressed = false;
-      for (int64_t q = g0; q < g0 + nk; ++q) {
-        if (nms_suppresses(segment_iou_with_lengths(s, e, l, ks[q], ke[q], kl[q]), thr)) {
-          suppressed = true;
-          break;
-        }
-      }
-      if (suppressed) continue;
-      ks[g0 + nk] = s;
-      ke[g0 + nk] = e;
-      kl[g0 + nk] = l;
-      kept_pos[g0 + nk] = p;
-      ++nk;
-      // The first max_keep of a group are all that can reach the overall top max_keep.
-      if (max_keep > 0 && nk >= max_keep) break;
-    }
-    kept_count[g] = nk;
+    const int64_t m = c.group_begin[g + 1] - g0;
+    const acc_t* s = c.start.data() + g0;
+    const acc_t* e = c.end.data() + g0;
+    const acc_t* l = c.length.data() + g0;
+    int64_t* kept_local = kept_pos.data() + g0;
+    const bool overflow = std::any_of(l, l + m, [](acc_t x) { return !std::isfinite(x); });
+    kept_count[g] = (thr < acc_t(0) || overflow || m <= kScanMaxCandidates)
+                        ? hard_nms_group_scan(s, e, l, m, thr, max_keep, kept_local)
+                        : hard_nms_group_indexed(s, e, l, m, thr, max_keep, kept_local);
+    for (int64_t q = 0; q < kept_count[g]; ++q) kept_local[q] += g0;
   });
 
   std::vector<int64_t> kept;
@@ -194,6 +422,190 @@ at::Tensor temporal_nms_cpu(const at::Tensor& segments_in, const at::Tensor& sco
 
 // ---------------------------------------------------------------- soft-NMS
 
+template <typename acc_t>
+struct SoftNmsParams {
+  acc_t iou_threshold, sigma, min_score;
+  int64_t method, max_keep;
+};
+
+// Soft-NMS of one group of m candidates in input order (start, end, length,
+// original score): writes the positions of the selections and their scores at
+// selection time, in selection order, and returns their number.
+//
+// Scan form: every selection decays and filters all remaining candidates and
+// finds the next maximum in one pass over them (compacted in input order, so
+// the first maximum is the lowest index). Used for groups with a length that
+// overflows to inf, where IoUs can be NaN.
+template <typename acc_t>
+int64_t soft_nms_group_scan(const acc_t* start, const acc_t* end, const acc_t* length,
+                            const acc_t* score, int64_t m, const SoftNmsParams<acc_t>& prm,
+                            int64_t* sel_pos, acc_t* sel_score) {
+  std::vector<acc_t> s(start, start + m), e(end, end + m), l(length, length + m), sc(score, score + m);
+  std::vector<int64_t> pos(m);
+  std::iota(pos.begin(), pos.end(), int64_t{0});
+  int64_t best = 0;
+  for (int64_t r = 1; r < m; ++r) {
+    if (sc[r] > sc[best]) best = r;
+  }
+  int64_t count = 0;
+  while (m > 0 && (prm.max_keep <= 0 || count < prm.max_keep)) {
+    sel_pos[count] = pos[best];
+    sel_score[count] = sc[best];
+    ++count;
+    const acc_t bs = s[best], be = e[best], bl = l[best];
+    int64_t w = 0;
+    int64_t next = -1;
+    for (int64_t r = 0; r < m; ++r) {
+      if (r == best) continue;
+      acc_t new_score = sc[r];
+      if (std::min(be, e[r]) - std::max(bs, s[r]) > acc_t(0)) {
+        const acc_t iou = segment_iou_with_lengths(bs, be, bl, s[r], e[r], l[r]);
+        new_score *= soft_nms_weight(iou, prm.iou_threshold, prm.sigma, prm.method);
+      }
+      if (new_score < prm.min_score) continue;
+      s[w] = s[r];
+      e[w] = e[r];
+      l[w] = l[r];
+      pos[w] = pos[r];
+      sc[w] = new_score;
+      if (next < 0 || new_score > sc[next]) next = w;
+      ++w;
+    }
+    m = w;
+    best = next;
+  }
+  return count;
+}
+
+// Indexed form (finite lengths), the same selections and scores bit for bit:
+// - the next selection comes from a lazy max-heap of (score, position)
+//   entries ordered as score_before (ties: lower position = lower index). An
+//   entry holds an upper bound of its candidate's current score: a decay
+//   that lowers a score leaves the entry as it is, and a popped entry whose
+//   score is stale is pushed again with the current one (a decay that raises
+//   a score, i.e. a negative score times a weight < 1, pushes at once). The
+//   first valid entry popped is therefore the scan's maximum.
+// - a selection decays the live candidates that overlap it (a disjoint one
+//   has weight exactly 1), found through the IntervalIndex; the linear
+//   method also skips the classes whose length ratio keeps the IoU below its
+//   threshold (weight 1 there too). Each decayed score is the scan's product
+//   score * soft_nms_weight(iou) with the same IoU.
+// - min_score: after the first selection every other candidate below it is
+//   dropped, as the scan's first pass does; later only decayed scores change
+//   and each is checked when it decays.
+template <typename acc_t>
+int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t* length,
+                               const acc_t* score, int64_t m, const SoftNmsParams<acc_t>& prm,
+                               int64_t* sel_pos, acc_t* sel_score) {
+  IntervalIndex<acc_t> index(start, end, length, score, m);
+  const double ratio =
+      prm.method == kSoftNmsLinear ? min_length_ratio(static_cast<double>(prm.iou_threshold)) : 0.0;
+  std::vector<uint8_t> live(m, 1);
+  // Current score of a live candidate (zero-length ones keep their original).
+  const auto current = [&](int64_t p) {
+    const int64_t slot = index.slot_of[p];
+    return slot >= 0 ? index.score[slot] : score[p];
+  };
+  struct Entry {
+    acc_t score;
+    int64_t pos;
+  };
+  const auto later = [](const Entry& a, const Entry& b) {
+    return score_before(b.score, b.pos, a.score, a.pos);
+  };
+  std::vector<Entry> heap(m);
+  for (int64_t p = 0; p < m; ++p) heap[p] = {score[p], p};
+  std::make_heap(heap.begin(), heap.end(), later);
+  const auto push = [&](acc_t sc, int64_t p) {
+    heap.push_back({sc, p});
+    std::push_heap(heap.begin(), heap.end(), later);
+  };
+  const auto drop = [&](int64_t p) {
+    live[p] = 0;
+    const int64_t slot = index.slot_of[p];
+    if (slot >= 0) index.kill(slot, index.classes[index.class_of[p]]);
+  };
+
+  std::vector<int64_t> hit_slot;
+  std::vector<acc_t> hit_iou, hit_weight;
+  int64_t count = 0;
+  while (prm.max_keep <= 0 || count < prm.max_keep) {
+    int64_t best = -1;
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const Entry top = heap.back();
+      heap.pop_back();
+      if (!live[top.pos]) continue;
+      const acc_t now = current(top.pos);
+      if (now == top.score) {
+        best = top.pos;
+        break;
+      }
+      if (now < top.score) push(now, top.pos);  // else a higher entry of it is queued
+    }
+    if (best < 0) break;
+    sel_pos[count] = best;
+    sel_score[count] = current(best);
+    ++count;
+    const int64_t best_slot = index.slot_of[best];
+    drop(best);
+    if (best_slot >= 0) {
+      const acc_t bs = start[best], be = end[best], bl = length[best];
+      for (auto& cls : index.classes) {
+        if (!index.compatible(cls, bl, ratio)) continue;
+        const auto [first, last] = index.window(cls, bs, be);
+        // Three passes so that the weights (the costly part) are computed in
+        // a loop of independent iterations: the overlapping live slots and
+        // their IoUs, their weights, then the decay.
+        hit_slot.clear();
+        hit_iou.clear();
+        for (int64_t i = first; i < last; ++i) {
+          if (!index.alive[i]) continue;
+          const acc_t rs = index.s[i], re = index.e[i];
+          if (!(std::min(be, re) - std::max(bs, rs) > acc_t(0))) continue;
+          hit_slot.push_back(i);
+          hit_iou.push_back(segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]));
+        }
+        const int64_t hits = static_cast<int64_t>(hit_slot.size());
+        hit_weight.resize(hits);
+        if (prm.method == kSoftNmsGaussian) {
+          const acc_t sigma = prm.sigma;
+          const acc_t* iou = hit_iou.data();
+          acc_t* weight = hit_weight.data();
+          for (int64_t h = 0; h < hits; ++h) {
+            // = soft_nms_weight (a hit has inter > 0, so iou > 0 unless it underflows)
+            weight[h] = iou[h] > acc_t(0) ? gaussian_weight(iou[h], sigma) : acc_t(1);
+          }
+        } else {
+          for (int64_t h = 0; h < hits; ++h) {
+            hit_weight[h] = soft_nms_weight(hit_iou[h], prm.iou_threshold, prm.sigma, prm.method);
+          }
+        }
+        for (int64_t h = 0; h < hits; ++h) {
+          const int64_t i = hit_slot[h];
+          const acc_t old_score = index.score[i];
+          const acc_t new_score = old_score * hit_weight[h];
+          if (new_score < prm.min_score) {
+            live[index.pos[i]] = 0;
+            index.kill(i, cls);
+            continue;
+          }
+          index.score[i] = new_score;
+          if (new_score > old_score) push(new_score, index.pos[i]);
+        }
+        index.maybe_compact(cls);
+      }
+    }
+    if (count == 1) {
+      for (int64_t p = 0; p < m; ++p) {
+        if (live[p] && current(p) < prm.min_score) drop(p);
+      }
+      for (auto& cls : index.classes) index.maybe_compact(cls);
+    }
+  }
+  return count;
+}
+
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
     const at::Tensor& segments, const at::Tensor& scores, const int64_t* labels,
@@ -216,59 +628,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
   const acc_t min_score = static_cast<acc_t>(min_score_d);
   const int64_t num_groups = static_cast<int64_t>(c.group_begin.size()) - 1;
 
-  // Working copies (the remaining candidates of group g are compacted in
-  // place in its slice) and per-group selections (position in c, score).
-  std::vector<acc_t> ws = c.start, we = c.end, wl = c.length, wc = c.score;
-  std::vector<int64_t> wp(n);
-  std::iota(wp.begin(), wp.end(), int64_t{0});
+  // Per-group selections: position in c and score at selection time, group g
+  // in [group_begin[g], ...).
   std::vector<int64_t> sel_pos(n);
   std::vector<acc_t> sel_score(n);
   std::vector<int64_t> sel_count(num_groups, 0);
+  const SoftNmsParams<acc_t> params{thr, sigma, min_score, method, max_keep};
   for_each_group(num_groups, n, [&](int64_t g) {
     const int64_t g0 = c.group_begin[g];
-    int64_t m = c.group_begin[g + 1] - g0;  // remaining candidates, at [g0, g0 + m)
-    acc_t* s = ws.data() + g0;
-    acc_t* e = we.data() + g0;
-    acc_t* l = wl.data() + g0;
-    acc_t* sc = wc.data() + g0;
-    int64_t* pos = wp.data() + g0;
-    int64_t best = 0;
-    for (int64_t r = 1; r < m; ++r) {
-      if (sc[r] > sc[best]) best = r;
-    }
-    int64_t count = 0;
-    while (m > 0 && (max_keep <= 0 || count < max_keep)) {
-      sel_pos[g0 + count] = pos[best];
-      sel_score[g0 + count] = sc[best];
-      ++count;
-      const acc_t bs = s[best], be = e[best], bl = l[best];
-      // Decay, drop below min_score, compact (keeping input order) and find
-      // the next maximum, all in one pass.
-      int64_t w = 0;
-      int64_t next = -1;
-      for (int64_t r = 0; r < m; ++r) {
-        if (r == best) continue;
-        acc_t new_score = sc[r];
-        // Disjoint segments (most pairs) have IoU 0 and weight exactly 1.
-        if (std::min(be, e[r]) - std::max(bs, s[r]) > acc_t(0)) {
-          const acc_t iou = segment_iou_with_lengths(bs, be, bl, s[r], e[r], l[r]);
-          new_score *= soft_nms_weight(iou, thr, sigma, method);
-        }
-        if (new_score < min_score) continue;
-        if (w != r) {
-          s[w] = s[r];
-          e[w] = e[r];
-          l[w] = l[r];
-          pos[w] = pos[r];
-        }
-        sc[w] = new_score;
-        if (next < 0 || new_score > sc[next]) next = w;
-        ++w;
-      }
-      m = w;
-      best = next;
-    }
-    sel_count[g] = count;
+    const int64_t m = c.group_begin[g + 1] - g0;
+    const acc_t* l = c.length.data() + g0;
+    const bool overflow = std::any_of(l, l + m, [](acc_t x) { return !std::isfinite(x); });
+    const auto run = (overflow || m <= kScanMaxCandidates) ? soft_nms_group_scan<acc_t>
+                                                            : soft_nms_group_indexed<acc_t>;
+    sel_count[g] = run(c.start.data() + g0, c.end.data() + g0, l, c.score.data() + g0, m, params,
+                       sel_pos.data() + g0, sel_score.data() + g0);
+    for (int64_t q = 0; q < sel_count[g]; ++q) sel_pos[g0 + q] += g0;
   });
 
   // Merge the groups' selection sequences into the global selection order:
@@ -310,23 +685,51 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
   int64_t* po_idx = out_indices.mutable_data_ptr<int64_t>();
   const bool vote = voting_threshold.has_value();
   const acc_t vthr = static_cast<acc_t>(vote ? *voting_threshold : 1.0);
-  const int64_t grain = vote ? std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)) : total + 1;
+  // Voting reads the original candidates of each group through an index of
+  // its own (built once per group that has a selection).
+  std::vector<std::unique_ptr<IntervalIndex<acc_t>>> vote_index(vote ? num_groups : 0);
+  if (vote) {
+    for_each_group(num_groups, n, [&](int64_t g) {
+      if (sel_count[g] == 0) return;
+      const int64_t g0 = c.group_begin[g];
+      vote_index[g] = std::make_unique<IntervalIndex<acc_t>>(
+          c.start.data() + g0, c.end.data() + g0, c.length.data() + g0, nullptr,
+          c.group_begin[g + 1] - g0);
+    });
+  }
+  const double vratio = min_length_ratio(static_cast<double>(vthr));
+  const int64_t grain = vote ? 16 : total + 1;
   at::parallel_for(0, total, grain, [&](int64_t begin, int64_t end_k) {
+    std::vector<std::pair<int64_t, acc_t>> voters;  // (position in the group, weight)
     for (int64_t k = begin; k < end_k; ++k) {
       const int64_t p = sel_pos[merged[k]];
       acc_t s = c.start[p], e = c.end[p];
-      if (vote) {
+      const acc_t l = c.length[p];
+      if (vote && l > acc_t(0) && std::isfinite(l)) {
         // Weighted average of the original segments of the same label that
-        // overlap the kept one by IoU >= voting_threshold (weights: scores).
+        // overlap the kept one by IoU >= voting_threshold (weights: score x
+        // IoU), summed in input order. Only indexed candidates (positive,
+        // finite length) can have a positive IoU with a finite-length one.
         const int64_t g = num_groups > 1 ? group_of[p] : 0;
-        const acc_t l = c.length[p];
+        const int64_t g0 = c.group_begin[g];
+        const IntervalIndex<acc_t>& index = *vote_index[g];
+        voters.clear();
+        for (const auto& cls : index.classes) {
+          if (!index.compatible(cls, l, vratio)) continue;
+          const auto [first, last] = index.window(cls, s, e);
+          for (int64_t i = first; i < last; ++i) {
+            const acc_t iou = segment_iou_with_lengths(s, e, l, index.s[i], index.e[i], index.l[i]);
+            const acc_t wgt = voting_weight(iou, c.score[g0 + index.pos[i]], vthr);
+            if (wgt != acc_t(0)) voters.emplace_back(index.pos[i], wgt);
+          }
+        }
+        std::sort(voters.begin(), voters.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
         acc_t sum_w = 0, sum_s = 0, sum_e = 0;
-        for (int64_t q = c.group_begin[g]; q < c.group_begin[g + 1]; ++q) {
-          const acc_t iou = segment_iou_with_lengths(s, e, l, c.start[q], c.end[q], c.length[q]);
-          const acc_t wgt = voting_weight(iou, c.score[q], vthr);
+        for (const auto& [q, wgt] : voters) {
           sum_w += wgt;
-          sum_s += wgt * c.start[q];
-          sum_e += wgt * c.end[q];
+          sum_s += wgt * c.start[g0 + q];
+          sum_e += wgt * c.end[g0 + q];
         }
         if (sum_w > acc_t(0)) {
           s = sum_s / sum_w;

@@ -34,6 +34,10 @@ struct Roi1d {
   int64_t grid_n;  // samples per bin (0 if none), clamped to kRoiMaxGrid
 };
 
+// Largest fixed sampling_ratio accepted (roi_align_1d_checks.h; the Python
+// fake kernel has the same bound).
+constexpr int64_t kRoiMaxSamplingRatio = int64_t(1) << 16;
+
 // Sample counts beyond this are never reached in practice (a bin would have
 // to span 2^62 samples); clamping keeps the integer conversion defined.
 constexpr int64_t kRoiMaxGrid = int64_t(1) << 62;

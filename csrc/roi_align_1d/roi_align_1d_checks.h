@@ -14,12 +14,22 @@
 #include <cmath>
 
 #include "../common/checks.h"
+#include "roi_align_1d.h"
 
 namespace stovtal {
 
+// A fixed sampling_ratio costs that many samples per bin (and, on CUDA, per
+// channel), so it is bounded; adaptive sampling (<= 0) needs no bound: its
+// samples are >= 0.5 apart and only those in [-1, T] are visited.
+inline void check_sampling_ratio(int64_t sampling_ratio, const char* op) {
+  TORCH_CHECK(sampling_ratio <= kRoiMaxSamplingRatio, op, ": sampling_ratio must be <= ",
+              kRoiMaxSamplingRatio, " samples per bin (<= 0: adaptive), got ", sampling_ratio);
+}
+
 // Shapes, dtypes, devices and scalar arguments (no data is read).
 inline void check_roi_align_args(const at::Tensor& features, const at::Tensor& rois,
-                                 int64_t output_size, double spatial_scale, const char* op) {
+                                 int64_t output_size, double spatial_scale,
+                                 int64_t sampling_ratio, const char* op) {
   check_floating(features, op, "features");
   check_dim(features, 3, op, "features");
   check_dim(rois, 2, op, "rois");
@@ -32,6 +42,7 @@ inline void check_roi_align_args(const at::Tensor& features, const at::Tensor& r
   TORCH_CHECK(output_size >= 1, op, ": output_size must be >= 1, got ", output_size);
   TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0, op,
               ": spatial_scale must be finite and > 0, got ", spatial_scale);
+  check_sampling_ratio(sampling_ratio, op);
 }
 
 // Data checks on the rois (one host synchronisation on CUDA): every value
@@ -57,7 +68,7 @@ inline void check_roi_values(const at::Tensor& rois, int64_t batch_size, const c
 
 inline void check_roi_align_grad(const at::Tensor& grad, const at::Tensor& rois,
                                  int64_t batch_size, int64_t length, double spatial_scale,
-                                 const char* op) {
+                                 int64_t sampling_ratio, const char* op) {
   check_floating(grad, op, "grad");
   check_dim(grad, 3, op, "grad");
   check_dim(rois, 2, op, "rois");
@@ -72,6 +83,7 @@ inline void check_roi_align_grad(const at::Tensor& grad, const at::Tensor& rois,
   TORCH_CHECK(length >= 1, op, ": length must be >= 1, got ", length);
   TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0, op,
               ": spatial_scale must be finite and > 0, got ", spatial_scale);
+  check_sampling_ratio(sampling_ratio, op);
 }
 
 }  // namespace stovtal

@@ -434,7 +434,7 @@ at::Tensor roi_align_1d_cpu(const at::Tensor& features, const at::Tensor& rois_i
                             int64_t output_size, double spatial_scale, int64_t sampling_ratio,
                             bool aligned) {
   constexpr const char* op = "roi_align_1d";
-  check_roi_align_args(features, rois_in, output_size, spatial_scale, op);
+  check_roi_align_args(features, rois_in, output_size, spatial_scale, sampling_ratio, op);
   check_device(features, c10::DeviceType::CPU, op, "features");
   const at::Tensor rois = rois_in.contiguous();
   const int64_t batch = features.size(0), channels = features.size(1), length = features.size(2);
@@ -495,7 +495,7 @@ at::Tensor roi_align_1d_backward_cpu(const at::Tensor& grad_in, const at::Tensor
                                      int64_t batch, int64_t length, double spatial_scale,
                                      int64_t sampling_ratio, bool aligned) {
   constexpr const char* op = "roi_align_1d_backward";
-  check_roi_align_grad(grad_in, rois_in, batch, length, spatial_scale, op);
+  check_roi_align_grad(grad_in, rois_in, batch, length, spatial_scale, sampling_ratio, op);
   check_device(grad_in, c10::DeviceType::CPU, op, "grad");
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor rois = rois_in.contiguous();

@@ -81,7 +81,7 @@ at::Tensor roi_align_1d_cuda(const at::Tensor& features_in, const at::Tensor& ro
                              int64_t output_size, double spatial_scale, int64_t sampling_ratio,
                              bool aligned) {
   constexpr const char* op = "roi_align_1d";
-  check_roi_align_args(features_in, rois_in, output_size, spatial_scale, op);
+  check_roi_align_args(features_in, rois_in, output_size, spatial_scale, sampling_ratio, op);
   check_device(features_in, c10::DeviceType::CUDA, op, "features");
   const c10::cuda::CUDAGuard guard(features_in.device());
   const at::Tensor features = features_in.contiguous();
@@ -108,7 +108,7 @@ at::Tensor roi_align_1d_backward_cuda(const at::Tensor& grad_in, const at::Tenso
                                       int64_t batch, int64_t length, double spatial_scale,
                                       int64_t sampling_ratio, bool aligned) {
   constexpr const char* op = "roi_align_1d_backward";
-  check_roi_align_grad(grad_in, rois_in, batch, length, spatial_scale, op);
+  check_roi_align_grad(grad_in, rois_in, batch, length, spatial_scale, sampling_ratio, op);
   check_device(grad_in, c10::DeviceType::CUDA, op, "grad");
   const c10::cuda::CUDAGuard guard(grad_in.device());
   const at::Tensor grad = grad_in.contiguous();

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+
 from .splits import SPLIT_DATASETS, SPLIT_KINDS, class_split
 
 
@@ -53,9 +55,11 @@ def _web(args: argparse.Namespace) -> int:
     return 0
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stovtal.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("splits", help="print a shipped class split")
     p.add_argument("--dataset", required=True, choices=SPLIT_DATASETS)
@@ -81,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_web)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from stovtal.data import VideoFeatureDataset, collate_videos
-from stovtal.data.formats import FeatureGrid
+from stovtal.data.formats import FeatureGrid, load_annotations
 from stovtal.data.splits import class_split, partition_videos
 from stovtal.eval import detection_map, open_vocab_breakdown
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 from stovtal.models.localizer import ActionLocalizer
-from stovtal.utils.fileio import read_json
 
 from .inference import classify_segments, segments_to_json
 
@@ -159,7 +158,7 @@ def build_vocabulary(cfg: Any, spec: DataSpec, names: list[str] | None = None) -
 
 
 def subset_database(spec: DataSpec, subset: str) -> dict[str, Any]:
-    db = read_json(spec.annotation_file)["database"]
+    db = load_annotations(spec.annotation_file)["database"]
     return {vid: info for vid, info in db.items() if not subset or info.get("subset") == subset}
 
 

@@ -41,8 +41,10 @@ __all__ = [
     "MODEL_KINDS",
     "ModelFile",
     "build_model",
+    "check_state_dict",
     "load_checkpoint",
     "load_model",
+    "load_weights",
     "save_checkpoint",
     "save_model",
 ]
@@ -70,6 +72,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise ValueError(f"{path}: checkpoint does not hold a dict")
     return state
+
+
+def check_state_dict(module: torch.nn.Module, state_dict: Any, path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``path`` if ``state_dict`` does not fit ``module`` (missing or
+    unexpected keys, other shapes): a checkpoint of another architecture or configuration."""
+    path = os.fspath(path)
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path}: the checkpoint's weights are not a state dict")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [(k, tuple(getattr(state_dict[k], "shape", ())), tuple(v.shape)) for k, v in own.items()
+              if k in state_dict and tuple(getattr(state_dict[k], "shape", ())) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if shapes:
+        k, theirs, ours = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {list(theirs)} in the file, {list(ours)} in the model)")
+    raise ValueError(f"{path}: the checkpoint does not fit the model: {', '.join(parts)}; it was made with "
+                     "another architecture or model configuration")
+
+
+def load_weights(module: torch.nn.Module, state_dict: Any, path: str | os.PathLike) -> None:
+    """``module.load_state_dict(state_dict)`` after :func:`check_state_dict` (errors name ``path``)."""
+    check_state_dict(module, state_dict, path)
+    module.load_state_dict(state_dict)
 
 
 @dataclass
@@ -173,8 +206,5 @@ def build_model(mf: ModelFile, path: str = "model", **config_updates: Any) -> to
         model = CoLA(CoLAConfig(**cfg))
     else:
         raise ValueError(f"{path}: unknown model kind {mf.kind!r}")
-    try:
-        model.load_state_dict(mf.state_dict)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: the weights do not fit the model config ({exc})") from None
+    load_weights(model, mf.state_dict, path)
     return model.eval()

@@ -44,9 +44,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
     """Annotations of the training subset restricted to videos whose actions are all base
     classes (videos with a novel action are dropped, so novel actions never act as background)."""
-    from stovtal.utils.fileio import read_json
+    from stovtal.data.formats import load_annotations
 
-    db = read_json(spec.annotation_file)["database"]
+    db = load_annotations(spec.annotation_file)["database"]
     base = set(spec.base)
     keep = {
         vid: info for vid, info in db.items()

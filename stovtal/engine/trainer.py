@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed as D
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .schedule import warmup_cosine
 from .seed import epoch_seed, seed_everything, seed_worker
@@ -344,7 +344,9 @@ class Trainer:
         """
         os.makedirs(self.workdir, exist_ok=True)
         if resume and D.broadcast_object(os.path.exists(self.last_path)):
-            self.load_state_dict(load_checkpoint(self.last_path, self.device))
+            state = load_checkpoint(self.last_path, self.device)
+            check_state_dict(self.model, state.get("model"), self.last_path)
+            self.load_state_dict(state)
             self.log(f"resumed from {self.last_path} after epoch {self.epoch}")
         cfg = self.cfg
         while self.epoch < cfg.epochs:

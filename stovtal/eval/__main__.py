@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from stovtal.data.formats import DataError, load_annotations, load_predictions
+from stovtal.data.formats import load_annotations, load_predictions
 from stovtal.data.splits import SPLIT_DATASETS, SPLIT_KINDS, class_split
+from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 
 from .detection import detection_map
@@ -53,6 +54,7 @@ def _row(name: str, res: dict[str, Any] | None, key: str = "mAP", avg: str = "av
     return f"{name:<12}{cells}{'-' if a is None else f'{100 * a:.2f}':>9}"
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stovtal.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,50 +71,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true",
                    help="a prediction with end < start is an error (default: a false positive)")
     p.add_argument("--out", default=None, help="write the result dict as JSON")
+    add_debug_flag(p)
     args = p.parse_args(argv)
-    try:
-        tious = parse_tious(args.tiou)
-        gt = load_annotations(args.gt, subset=args.subset, require_duration=False)
-        if not gt["database"]:
-            raise ValueError(f"{args.gt}: no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
-        allow = not args.strict
-        pred = load_predictions(args.pred, allow_reversed=allow)
-        head = f"{'':<12}" + "".join(f"{t:>8.2f}" for t in tious) + f"{'avg':>9}"
-        result: dict[str, Any] = {"tiou_thresholds": tious}
-        if args.split:
-            if not args.dataset:
-                raise ValueError("--split needs --dataset")
-            split = class_split(args.dataset, args.split, args.split_seed)
-            pb = load_predictions(args.pred_base, allow_reversed=allow) if args.pred_base else None
-            pn = load_predictions(args.pred_novel, allow_reversed=allow) if args.pred_novel else None
-            res = open_vocab_breakdown(gt, tious, split.base, split.novel, gzsl=pred, cb=pb, cn=pn,
-                                       strict=args.strict)
-            result.update(res, split=split.to_dict())
-            print(f"videos: {res['partition']}")
-            print(head)
-            print(_row("CB", res["CB"]))
-            print(_row("CN", res["CN"]))
-            print(_row("GZSL", res["GZSL"]))
-            if res["GZSL"] is not None:
-                print(_row("GZSL base", res["GZSL"], "base_mAP", "average_base_mAP"))
-                print(_row("GZSL novel", res["GZSL"], "novel_mAP", "average_novel_mAP"))
-                print(_row("GZSL HM", res["GZSL"], "harmonic_mAP", "average_harmonic_mAP"))
-        else:
-            res = detection_map(gt, pred, tious, strict=args.strict)
-            result.update(res)
-            print(head)
-            print(_row("mAP", res))
-        if args.localization:
-            loc = localization_metrics(gt, pred)
-            result["localization"] = loc
-            print("localization: " + ", ".join(
-                f"{k} {100 * v:.2f}" for k, v in loc.items() if k.startswith(("recall", "AR"))))
-            print(f"class-agnostic average mAP (0.5:0.95): {100 * loc['class_agnostic_average_mAP']:.2f}")
-        if args.out:
-            atomic_write_json(args.out, result, indent=1)
-    except (ValueError, FileNotFoundError, OSError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    tious = parse_tious(args.tiou)
+    gt = load_annotations(args.gt, subset=args.subset, require_duration=False)
+    if not gt["database"]:
+        raise ValueError(f"{args.gt}: no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
+    allow = not args.strict
+    pred = load_predictions(args.pred, allow_reversed=allow)
+    head = f"{'':<12}" + "".join(f"{t:>8.2f}" for t in tious) + f"{'avg':>9}"
+    result: dict[str, Any] = {"tiou_thresholds": tious}
+    if args.split:
+        if not args.dataset:
+            raise ValueError("--split needs --dataset")
+        split = class_split(args.dataset, args.split, args.split_seed)
+        pb = load_predictions(args.pred_base, allow_reversed=allow) if args.pred_base else None
+        pn = load_predictions(args.pred_novel, allow_reversed=allow) if args.pred_novel else None
+        res = open_vocab_breakdown(gt, tious, split.base, split.novel, gzsl=pred, cb=pb, cn=pn,
+                                   strict=args.strict)
+        result.update(res, split=split.to_dict())
+        print(f"videos: {res['partition']}")
+        print(head)
+        print(_row("CB", res["CB"]))
+        print(_row("CN", res["CN"]))
+        print(_row("GZSL", res["GZSL"]))
+        if res["GZSL"] is not None:
+            print(_row("GZSL base", res["GZSL"], "base_mAP", "average_base_mAP"))
+            print(_row("GZSL novel", res["GZSL"], "novel_mAP", "average_novel_mAP"))
+            print(_row("GZSL HM", res["GZSL"], "harmonic_mAP", "average_harmonic_mAP"))
+    else:
+        res = detection_map(gt, pred, tious, strict=args.strict)
+        result.update(res)
+        print(head)
+        print(_row("mAP", res))
+    if args.localization:
+        loc = localization_metrics(gt, pred)
+        result["localization"] = loc
+        print("localization: " + ", ".join(
+            f"{k} {100 * v:.2f}" for k, v in loc.items() if k.startswith(("recall", "AR"))))
+        print(f"class-agnostic average mAP (0.5:0.95): {100 * loc['class_agnostic_average_mAP']:.2f}")
+    if args.out:
+        atomic_write_json(args.out, result, indent=1)
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+
 from .run import ExtractConfig, extract_features
 
 
@@ -75,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="recompute finished videos")
     p.add_argument("--retry-errors", action="store_true", help="retry videos that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_flag(p)
     return p
 
 
+@cli_entry(extra=(RuntimeError, ImportError))  # decoder / open_clip errors, a missing decoder
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -86,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device
     if device is None:
@@ -104,20 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         amp=args.amp,
         backend=args.backend,
     )
-    try:
-        res = extract_features(
-            args.videos,
-            args.out,
-            cfg,
-            shard=args.shard,
-            shard_size=args.shard_size,
-            overwrite=args.overwrite,
-            retry_errors=args.retry_errors,
-            progress=not args.no_progress,
-        )
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    res = extract_features(
+        args.videos,
+        args.out,
+        cfg,
+        shard=args.shard,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+    )
     print(
         f"extract: {res['videos']} videos in this worker's shards: {res['encoded']} encoded, "
         f"{res['skipped']} already done, {res['errors']} failed "

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+from stovtal.utils.workdir_lock import workdir_lock
+
 from .config import load_config
 from .pipeline import run_feel
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stovtal.feel",
@@ -29,21 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="output/resume directory (default ./runs/feel)")
     parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.workdir:
         overrides.append(f"workdir={args.workdir}")
     if args.no_progress:
         overrides.append("progress=false")
-    try:
-        cfg = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.error(str(exc))
-    try:
+    cfg = load_config(args.config, overrides)
+    with workdir_lock(cfg.workdir):
         run_feel(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from stovtal.engine.checkpoint import load_model, save_model
+from stovtal.engine.checkpoint import load_model, load_weights, save_model
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
@@ -231,7 +231,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None, stop_after: int | No
         if records:
             mf = load_model(_ckpt_path(workdir, len(records)))
             model = build_model(cfg, mf.model_config["in_dim"], mf.model_config["num_classes"])
-            model.load_state_dict(mf.state_dict)
+            load_weights(model, mf.state_dict, _ckpt_path(workdir, len(records)))
             log(f"resuming after iteration {len(records)} from {workdir}")
 
     for it in range(len(records) + 1, cfg.iterations + 1):

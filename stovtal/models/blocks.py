@@ -1,9 +1,12 @@
-"""Masked 1-D building blocks of the localizer (channels-first ``[B, C, T]``).
+"""Masked 1-D building blocks of the localizer (channels-first ``[B, C, T]``), ActionFormer's.
 
-Every block takes a feature map ``x`` ``[B, C, T]`` and a validity mask
-``mask`` bool ``[B, T]`` (True = a real snippet, False = padding) and returns
-features that are exactly zero at padded positions, so that a video's output
-does not depend on how much padding its batch added.
+Every block takes a feature map ``x`` ``[B, C, T]`` and a validity mask ``mask`` bool
+``[B, T]`` (True = a real snippet, False = padding). As in ActionFormer
+(happyharrycn/actionformer_release, ``libs/modeling/blocks.py``), convolutions and
+attention zero their outputs at padded steps, while LayerNorms and activations are applied
+everywhere (a LayerNorm turns a zero padded column into its bias). The value a padded
+column takes therefore does not depend on how much padding a batch added, and neither do
+the outputs at valid steps (the padding-invariance tests check this).
 """
 
 from __future__ import annotations
@@ -15,31 +18,51 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "AffineDropPath",
     "ChannelLayerNorm",
-    "LocalMultiheadAttention",
+    "ConvAttention",
     "MaskedConv1d",
-    "MaskedDownsample",
     "PointwiseConv1d",
     "TransformerBlock",
+    "global_attention",
     "local_attention",
+    "sinusoid_encoding",
 ]
 
 
 class MaskedConv1d(nn.Conv1d):
-    """``nn.Conv1d`` (stride 1, 'same' padding) whose output is zeroed at padded steps."""
+    """``nn.Conv1d`` with 'same' padding and an optional stride, zeroed at padded outputs.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+    ``forward(x [B, C_in, T], mask [B, T]) -> (y [B, C_out, T // stride], mask[:, ::stride])``.
+    ``T`` must be divisible by ``stride``; the output mask keeps every ``stride``-th step
+    (ActionFormer's nearest-neighbour mask downsampling).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, bias: bool = True):
         if kernel_size % 2 != 1:
             raise ValueError(f"MaskedConv1d needs an odd kernel size, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                         groups=groups, bias=bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        return super().forward(x) * mask.unsqueeze(1).to(x.dtype)
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        s = self.stride[0]
+        if x.shape[-1] % s != 0:
+            raise ValueError(f"MaskedConv1d: length {x.shape[-1]} is not divisible by the stride {s}")
+        out_mask = mask[:, ::s] if s > 1 else mask
+        return super().forward(x) * out_mask.unsqueeze(1).to(x.dtype), out_mask
 
 
 class PointwiseConv1d(nn.Linear):
     """A kernel-1 convolution on ``[B, C, T]`` computed as one batched matmul (much faster
-    on CPU than ``nn.Conv1d(kernel_size=1)``, which takes a slow generic path)."""
+    on CPU than ``nn.Conv1d(kernel_size=1)``). Weight ``[C_out, C_in]``, bias zero-initialised."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         out = torch.matmul(self.weight, x)
@@ -49,7 +72,7 @@ class PointwiseConv1d(nn.Linear):
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a ``[B, C, T]`` tensor (per time step)."""
+    """LayerNorm over the channel axis of a ``[B, C, T]`` tensor (per time step), eps 1e-5."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
@@ -59,12 +82,40 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mu = x.mean(dim=1, keepdim=True)
-        var = (x - mu).pow(2).mean(dim=1, keepdim=True)
-        x = (x - mu) * torch.rsqrt(var + self.eps)
-        return x * self.weight[None, :, None] + self.bias[None, :, None]
+        res = x - mu
+        var = res.pow(2).mean(dim=1, keepdim=True)
+        return res / torch.sqrt(var + self.eps) * self.weight[None, :, None] + self.bias[None, :, None]
 
 
-def local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, block: int = 16) -> Tensor:
+def sinusoid_encoding(length: int, dim: int) -> Tensor:
+    """Sinusoidal position table ``[dim, length]`` (float32): channel ``2i`` is
+    ``sin(t / 10000^(2i/dim))``, channel ``2i+1`` the cosine of the same angle."""
+    pos = torch.arange(length, dtype=torch.float64)[None, :]
+    j = torch.arange(dim, dtype=torch.float64)[:, None]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.where(j.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()
+
+
+def global_attention(q: Tensor, k: Tensor, v: Tensor, kv_mask: Tensor, dropout: float = 0.0,
+                     training: bool = False) -> Tensor:
+    """Masked multi-head attention over all valid keys.
+
+    Args:
+        q: ``[B, H, Tq, d]``; k, v: ``[B, H, Tk, d]``; kv_mask: bool ``[B, Tk]``.
+        dropout: dropout on the attention probabilities (applied when ``training``).
+
+    Returns ``[B, H, Tq, d]``. A video needs at least one valid key.
+    """
+    att = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    att = att.masked_fill(~kv_mask[:, None, None, :], float("-inf")).softmax(dim=-1)
+    if dropout > 0 and training:
+        att = F.dropout(att, dropout)
+    return torch.matmul(att, v * kv_mask[:, None, :, None].to(v.dtype))
+
+
+def local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, block: int = 16,
+                    bias: Tensor | None = None, dropout: float = 0.0, training: bool = False) -> Tensor:
     """Multi-head self-attention restricted to a centred window of ``window`` steps.
 
     Args:
@@ -73,15 +124,16 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, 
         window: odd window length; query t attends to keys ``t - window//2 .. t + window//2``.
         block: queries are processed in blocks of this many steps (a tuning knob only: the
             result does not depend on it beyond float rounding).
+        bias: optional ``[H, window]`` added to the scores, indexed by the key's offset
+            ``-window//2 .. window//2`` from the query (ActionFormer's relative position encoding).
+        dropout: dropout on the attention probabilities (applied when ``training``).
 
     Returns:
         ``[B, H, T, d]``. A query whose whole window is padding gets a zero output.
 
     Each block of ``block`` queries attends to the ``block + window - 1`` keys that cover all
     their windows, as two batched matrix products, with a band mask removing the keys outside
-    each query's own window. This computes ``(block + window - 1) / window`` times the minimal
-    number of scores but runs as dense GEMMs (several times faster, forward and backward, than
-    gathering a ``[T, window]`` key tensor per query); memory is ``O(T * (block + window))``.
+    each query's own window; memory is ``O(T * (block + window))``.
     """
     if window % 2 != 1 or window < 1:
         raise ValueError(f"local attention window must be odd and >= 1, got {window}")
@@ -101,69 +153,116 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, 
     band = (m >= j) & (m <= j + 2 * r)  # key m of the block's span is in query j's window
     allowed = (band[None, None] & mb[:, :, None, :])[:, None]  # [B, 1, nb, block, span]
     att = torch.matmul(qb, kb) / math.sqrt(d)  # [B, H, nb, block, span]
+    if bias is not None:
+        if bias.shape != (h, window):
+            raise ValueError(f"local attention bias must be [H, window] = {(h, window)}, got {tuple(bias.shape)}")
+        # key m of the span is at offset m - j - r from query j: gather bias[:, m - j]
+        rel = (m - j).clamp(0, 2 * r)  # [block, span]
+        att = att + bias[:, rel][None, :, None].to(att.dtype)
     att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
     att = att.softmax(dim=-1) * allowed.to(att.dtype)
+    if dropout > 0 and training:
+        att = F.dropout(att, dropout)
     out = torch.matmul(att, vb.transpose(-1, -2))  # [B, H, nb, block, d]
     return out.reshape(b, h, nb * block, d)[:, :, :t]
 
 
-class LocalMultiheadAttention(nn.Module):
-    """Masked multi-head self-attention over a local window of the snippet sequence."""
+class ConvAttention(nn.Module):
+    """ActionFormer's ``MaskedMHCA`` (``window <= 1``: global) / ``LocalMaskedMHCA`` (``window > 1``).
 
-    def __init__(self, dim: int, num_heads: int, window: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    q, k and v each come from a depthwise :class:`MaskedConv1d` (kernel 3, or ``stride + 1``
+    with that stride when downsampling) followed by a LayerNorm and a 1x1 projection; the
+    attention is masked to valid keys (and, for ``window > 1``, to the centred window), then
+    an output projection with dropout, zeroed at padded outputs.
+
+    ``forward(x [B, C, T], mask [B, T]) -> (out [B, C, T // stride], out_mask [B, T // stride])``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int = -1, stride: int = 1, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, use_rel_pe: bool = False):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"embedding dim {dim} is not divisible by num_heads {num_heads}")
-        if window % 2 != 1 or window < 1:
-            raise ValueError(f"local attention window must be odd and >= 1, got {window}")
+        if stride != 1 and stride % 2 != 0:
+            raise ValueError(f"attention downsampling stride must be 1 or even, got {stride}")
+        if window > 1 and window % 2 != 1:
+            raise ValueError(f"local attention window must be odd, got {window}")
+        if use_rel_pe and window <= 1:
+            raise ValueError("use_rel_pe needs local attention (window > 1), as in ActionFormer")
         self.num_heads = num_heads
         self.window = window
-        self.qkv = PointwiseConv1d(dim, 3 * dim)
-        self.proj = PointwiseConv1d(dim, dim)
         self.attn_drop = attn_drop
+        kernel = stride + 1 if stride > 1 else 3
+        self.q_conv = MaskedConv1d(dim, dim, kernel, stride=stride, groups=dim, bias=False)
+        self.k_conv = MaskedConv1d(dim, dim, kernel, stride=stride, groups=dim, bias=False)
+        self.v_conv = MaskedConv1d(dim, dim, kernel, stride=stride, groups=dim, bias=False)
+        self.q_norm = ChannelLayerNorm(dim)
+        self.k_norm = ChannelLayerNorm(dim)
+        self.v_norm = ChannelLayerNorm(dim)
+        self.q_proj = PointwiseConv1d(dim, dim)
+        self.k_proj = PointwiseConv1d(dim, dim)
+        self.v_proj = PointwiseConv1d(dim, dim)
+        self.out_proj = PointwiseConv1d(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        if use_rel_pe:
+            self.rel_pe = nn.Parameter(torch.zeros(num_heads, window))
+            nn.init.trunc_normal_(self.rel_pe, std=(2.0 / dim) ** 0.5)
+        else:
+            self.rel_pe = None
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        b, c, t = x.shape
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        b, c, _ = x.shape
         h = self.num_heads
-        q, k, v = self.qkv(x).view(b, 3, h, c // h, t).permute(1, 0, 2, 4, 3).unbind(0)  # [B,H,T,d]
-        out = local_attention(q, k, v, mask, self.window)
-        if self.attn_drop > 0 and self.training:
-            out = F.dropout(out, self.attn_drop)
-        out = out.permute(0, 1, 3, 2).reshape(b, c, t)
-        return self.proj_drop(self.proj(out)) * mask.unsqueeze(1).to(x.dtype)
+        q, out_mask = self.q_conv(x, mask)
+        k, kv_mask = self.k_conv(x, mask)
+        v, _ = self.v_conv(x, mask)
+        q = self.q_proj(self.q_norm(q))
+        k = self.k_proj(self.k_norm(k))
+        v = self.v_proj(self.v_norm(v))
+        q, k, v = (z.view(b, h, c // h, -1).transpose(2, 3) for z in (q, k, v))  # [B, H, T', d]
+        if self.window > 1:
+            out = local_attention(q, k, v, kv_mask, self.window, bias=self.rel_pe, dropout=self.attn_drop,
+                                  training=self.training)
+        else:
+            out = global_attention(q, k, v, kv_mask, self.attn_drop, self.training)
+        out = out.transpose(2, 3).reshape(b, c, -1)
+        return self.proj_drop(self.out_proj(out)) * out_mask.unsqueeze(1).to(x.dtype), out_mask
 
 
-class _DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample while training."""
+class AffineDropPath(nn.Module):
+    """A per-channel scale (initialised at ``init_scale``) followed by stochastic depth
+    (the whole residual branch of a sample dropped with probability ``p`` while training)."""
 
-    def __init__(self, p: float):
+    def __init__(self, dim: int, p: float, init_scale: float = 1e-4):
         super().__init__()
         self.p = p
+        self.scale = nn.Parameter(torch.full((dim,), init_scale))
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x * self.scale[None, :, None]
         if self.p == 0.0 or not self.training:
             return x
-        keep = x.new_empty(x.shape[0], 1, 1).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
+        keep = 1.0 - self.p
+        sample = torch.floor(keep + torch.rand(x.shape[0], 1, 1, dtype=x.dtype, device=x.device))
+        return x / keep * sample
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm transformer block: local masked MHA + 2-layer MLP (1x1 convs), residuals."""
+    """ActionFormer's pre-LN transformer block, optionally downsampling by ``stride``.
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        mlp_ratio: int = 4,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        path_drop: float = 0.0,
-    ):
+    ``out = skip(x) + drop_path(attn(LN(x)))``, then ``out += drop_path(MLP(LN(out)))``;
+    ``skip`` is a max-pool (kernel ``stride + 1``, zero-padded input included) when
+    ``stride > 1``; the MLP is 1x1 conv -> GELU -> dropout -> 1x1 conv -> dropout with
+    ``mlp_ratio * dim`` hidden channels; drop-path is :class:`AffineDropPath` when
+    ``path_drop > 0`` and the identity otherwise.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int = -1, stride: int = 1, mlp_ratio: int = 4,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, path_drop: float = 0.0, use_rel_pe: bool = False):
         super().__init__()
+        self.stride = stride
         self.norm1 = ChannelLayerNorm(dim)
-        self.attn = LocalMultiheadAttention(dim, num_heads, window, attn_drop, proj_drop)
+        self.attn = ConvAttention(dim, num_heads, window, stride, attn_drop, proj_drop, use_rel_pe)
         self.norm2 = ChannelLayerNorm(dim)
         self.mlp = nn.Sequential(
             PointwiseConv1d(dim, mlp_ratio * dim),
@@ -172,26 +271,18 @@ class TransformerBlock(nn.Module):
             PointwiseConv1d(mlp_ratio * dim, dim),
             nn.Dropout(proj_drop),
         )
-        self.drop_path = _DropPath(path_drop)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        m = mask.unsqueeze(1).to(x.dtype)
-        x = x + self.drop_path(self.attn(self.norm1(x), mask))
-        x = x + self.drop_path(self.mlp(self.norm2(x)) * m)
-        return x * m
-
-
-class MaskedDownsample(nn.Module):
-    """Stride-2 max pooling (kernel 3) that ignores padded steps.
-
-    Output step i pools input steps ``2i-1, 2i, 2i+1``; the output mask is
-    ``mask[:, ::2]`` so step i of level l sits at input position ``i * 2**l``.
-    """
+        if path_drop > 0:
+            self.drop_path_attn: nn.Module = AffineDropPath(dim, path_drop)
+            self.drop_path_mlp: nn.Module = AffineDropPath(dim, path_drop)
+        else:
+            self.drop_path_attn = nn.Identity()
+            self.drop_path_mlp = nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        neg = torch.finfo(x.dtype).min
-        x = x.masked_fill(~mask.unsqueeze(1), neg)
-        x = F.max_pool1d(x, kernel_size=3, stride=2, padding=1)
-        out_mask = mask[:, ::2]
-        x = x[..., : out_mask.shape[1]]
-        return x.masked_fill(~out_mask.unsqueeze(1), 0.0), out_mask
+        out, out_mask = self.attn(self.norm1(x), mask)
+        m = out_mask.unsqueeze(1).to(x.dtype)
+        s = self.stride
+        skip = F.max_pool1d(x, s + 1, stride=s, padding=(s + 1) // 2) if s > 1 else x
+        out = skip * m + self.drop_path_attn(out)
+        out = out + self.drop_path_mlp(self.mlp(self.norm2(out)) * m)
+        return out, out_mask

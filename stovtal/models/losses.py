@@ -48,7 +48,8 @@ def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: floa
             measured from the same anchor point, in the same unit.
 
     Returns:
-        ``1 - IoU + (centre distance / enclosing length)^2`` per pair, reduced.
+        ``1 - IoU + (centre distance / enclosing length)^2`` per pair, reduced (ActionFormer's
+        ``ctr_diou_loss_1d``; lengths below ``eps`` are clamped to ``eps``).
         For identical segments it is 0; for disjoint ones it exceeds 1.
     """
     if pred.shape != target.shape or pred.dim() != 2 or pred.shape[1] != 2:
@@ -61,7 +62,7 @@ def diou_loss_1d(pred: Tensor, target: Tensor, reduction: str = "sum", eps: floa
     enclosing = torch.maximum(lp, lg) + torch.maximum(rp, rg)
     # centre of [-l, r] is (r - l) / 2
     centre_dist = 0.5 * ((rp - lp) - (rg - lg))
-    loss = 1.0 - iou + centre_dist.pow(2) / enclosing.pow(2).clamp(min=eps)
+    loss = 1.0 - iou + (centre_dist / enclosing.clamp(min=eps)).pow(2)
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":

@@ -1,4 +1,5 @@
-"""Anchor points of the feature pyramid and their training targets.
+"""Anchor points of the feature pyramid and their training targets (ActionFormer's
+``PointGenerator`` and ``label_points``).
 
 All positions and segments here are in **feature-grid units** (snippet index
 of the input sequence). Level l has stride ``2**l``: its step i sits at grid

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._checks import check_floating
+
 __all__ = ["jaccard_distance", "jaccard_distance_topk"]
 
 _SEMANTICS = """
@@ -36,7 +38,11 @@ _SEMANTICS = """
     whenever V's row i is non-empty, i.e. unless i is missing from its own
     k1 neighbours (more than k1 - 1 exact duplicates with lower indices) and
     k2 == 1. Internally everything is computed in float64; float16/bfloat16/
-    float32 results are rounded to the input dtype at the end.
+    float32 results are rounded to the input dtype at the end. On CUDA, the
+    float32 kNN search runs in float64 whenever float32 matmuls may use TF32
+    (torch's matmul precision set to TF32, ``NVIDIA_TF32_OVERRIDE`` set to
+    anything but ``0``, or ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``), since TF32
+    voids the rounding bound that proves the float32 candidates.
 
     Not differentiable (the neighbourhoods are discrete): the wrappers detach
     the features, so the outputs never require grad.
@@ -97,7 +103,7 @@ def _check_fake(features: Tensor, k1: int, k2: int, name: str) -> None:
         features.dim() in (2, 3),
         lambda: f"{name}: features must be 2-D [N, D] or batched 3-D [B, N, D]",
     )
-    torch._check(features.dtype.is_floating_point, lambda: f"{name}: features must be floating point")
+    check_floating(name, "features", features)
     torch._check(k1 >= 1, lambda: f"{name}: k1 must be >= 1")
     torch._check(1 <= k2 <= k1, lambda: f"{name}: k2 must satisfy 1 <= k2 <= k1")
     torch._check(features.shape[-2] >= k1, lambda: f"{name}: needs N >= k1")

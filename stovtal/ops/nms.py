@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ._checks import check_floating, check_same_device
+
 __all__ = ["soft_nms", "temporal_nms", "SOFT_NMS_METHODS"]
 
 # Method codes of the C++ schema (ActionFormer's numbering; 0 would be hard NMS).
@@ -52,6 +54,13 @@ def temporal_nms(
     positive intersection are suppressed. Segments a few ``1e-6`` long get
     different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
+    The CPU kernel visits only overlapping pairs of comparable length
+    (interval index): O(N log N) plus the pairs it visits.
+
+    CUDA: the same kept indices as the CPU. The pairwise suppression bitmask
+    is computed in bands of about 1 GiB of mask words (rows suppressed by
+    earlier bands are skipped; it stops at ``max_keep``), so device and host
+    memory stay bounded for any N; the greedy sweep over it runs on the host.
     """
     return torch.ops.stovtal.temporal_nms(segments, scores, float(iou_threshold), labels, int(max_keep))
 
@@ -119,6 +128,15 @@ def soft_nms(
     class-agnostic mode, over all candidates; pass no ``labels`` for that.
 
     float16/bfloat16 inputs compute in float32. Not differentiable.
+    The CPU kernel visits only the candidates that overlap each selection
+    (interval index, lazy max-heap): O(N log N) plus the pairs it visits.
+
+    CUDA: the same selections and bit-identical scores as the CPU (the shared
+    math is compiled without fused multiply-adds). One thread block runs each
+    label's soft-NMS, compacting the live candidates after every selection;
+    the labels' sequences are merged on the host as on the CPU. Score voting
+    runs one warp per kept segment, whose sums run in another order than the
+    CPU's input order, so voted segments may differ in the last bits.
     """
     if isinstance(method, str):
         if method not in SOFT_NMS_METHODS:
@@ -138,6 +156,7 @@ def soft_nms(
 
 
 def _check_fake(name: str, segments: Tensor, scores: Tensor, labels: Tensor | None) -> None:
+    check_same_device(name, segments=segments, scores=scores, labels=labels)
     torch._check(
         segments.dim() == 2 and segments.shape[1] == 2,
         lambda: f"{name}: segments must have shape [N, 2]",
@@ -145,7 +164,7 @@ def _check_fake(name: str, segments: Tensor, scores: Tensor, labels: Tensor | No
     torch._check(scores.dim() == 1, lambda: f"{name}: scores must be 1-D")
     torch._check(scores.shape[0] == segments.shape[0], lambda: f"{name}: scores must have shape [N]")
     torch._check(segments.dtype == scores.dtype, lambda: f"{name}: segments and scores must have the same dtype")
-    torch._check(segments.dtype.is_floating_point, lambda: f"{name}: segments must be floating point")
+    check_floating(name, "segments", segments)
     if labels is not None:
         torch._check(labels.dim() == 1 and labels.shape[0] == segments.shape[0], lambda: f"{name}: labels must have shape [N]")
 
@@ -161,6 +180,18 @@ def _num_kept(segments: Tensor) -> torch.SymInt:
 def _(segments, scores, iou_threshold, labels=None, max_keep=-1):
     _check_fake("temporal_nms", segments, scores, labels)
     return segments.new_empty((_num_kept(segments),), dtype=torch.long)
+
+
+def _fake_temporal_nms_banded(segments, scores, iou_threshold, labels, max_keep, band_bytes):
+    _check_fake("_temporal_nms_banded", segments, scores, labels)
+    return segments.new_empty((_num_kept(segments),), dtype=torch.long)
+
+
+# The private test op of the CUDA kernel's banded mask (csrc/nms/nms_banded.h).
+# A library compiled before it existed still serves every public op; the
+# op's own tests then fail, saying it is missing, until the library is rebuilt.
+if hasattr(torch.ops.stovtal, "_temporal_nms_banded"):
+    torch.library.register_fake("stovtal::_temporal_nms_banded")(_fake_temporal_nms_banded)
 
 
 @torch.library.register_fake("stovtal::soft_nms")

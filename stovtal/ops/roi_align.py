@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["roi_align_1d"]
+from ._checks import check_floating, check_same_device
+
+__all__ = ["roi_align_1d", "MAX_SAMPLING_RATIO"]
+
+# Largest fixed sampling_ratio (samples per bin) accepted; csrc/roi_align_1d/
+# roi_align_1d.h (kRoiMaxSamplingRatio) holds the same bound.
+MAX_SAMPLING_RATIO = 1 << 16
 
 
 def roi_align_1d(
@@ -31,8 +37,10 @@ def roi_align_1d(
             index must be an integer in ``[0, B)``; every value finite.
         output_size: number of bins ``L >= 1``.
         spatial_scale: factor (> 0) from roi units to feature-index units.
-        sampling_ratio: samples per bin; ``<= 0`` means adaptive,
-            ``ceil(roi_width / output_size)``.
+        sampling_ratio: samples per bin, at most ``MAX_SAMPLING_RATIO``
+            (65536); ``<= 0`` means adaptive, ``ceil(roi_width /
+            output_size)`` (unbounded, but its samples are >= 0.5 apart and
+            only those in ``[-1, T]`` are visited, so a bin costs O(T)).
         aligned: if True, shift the scaled roi by -0.5 so that feature index
             ``t`` covers ``[t, t + 1)`` (pixel-model aligned); if False, a
             roi narrower than 1 is widened to 1 (legacy behaviour).
@@ -61,37 +69,50 @@ def roi_align_1d(
     )
 
 
-def _check_fake(features: Tensor, rois: Tensor, output_size) -> None:
+def _check_fake(features: Tensor, rois: Tensor, output_size: int, sampling_ratio: int) -> None:
     name = "roi_align_1d"
     torch._check(features.dim() == 3, lambda: f"{name}: features must be 3-D [B, C, T]")
     torch._check(
         rois.dim() == 2 and rois.shape[1] == 3, lambda: f"{name}: rois must have shape [K, 3]"
     )
-    torch._check(
-        features.dtype.is_floating_point, lambda: f"{name}: features must be floating point"
-    )
+    check_floating(name, "features", features)
     torch._check(
         features.dtype == rois.dtype, lambda: f"{name}: features and rois must have the same dtype"
     )
+    check_same_device(name, features=features, rois=rois)
     torch._check(
         features.shape[2] >= 1, lambda: f"{name}: features must have at least one time step"
     )
     torch._check(output_size >= 1, lambda: f"{name}: output_size must be >= 1")
+    _check_fake_sampling(name, sampling_ratio)
+
+
+def _check_fake_sampling(name: str, sampling_ratio: int) -> None:
+    torch._check(
+        sampling_ratio <= MAX_SAMPLING_RATIO,
+        lambda: f"{name}: sampling_ratio must be <= {MAX_SAMPLING_RATIO} (<= 0: adaptive), "
+        f"got {sampling_ratio}",
+    )
 
 
 @torch.library.register_fake("stovtal::roi_align_1d")
 def _(features, rois, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True):
-    _check_fake(features, rois, output_size)
+    _check_fake(features, rois, output_size, sampling_ratio)
     return features.new_empty((rois.shape[0], features.shape[1], output_size))
 
 
 @torch.library.register_fake("stovtal::roi_align_1d_backward")
 def _(grad, rois, batch_size, length, spatial_scale, sampling_ratio, aligned):
-    torch._check(grad.dim() == 3, lambda: "roi_align_1d_backward: grad must be 3-D [K, C, L]")
+    name = "roi_align_1d_backward"
+    torch._check(grad.dim() == 3, lambda: f"{name}: grad must be 3-D [K, C, L]")
     torch._check(
-        grad.shape[0] == rois.shape[0],
-        lambda: "roi_align_1d_backward: grad and rois need the same K",
+        rois.dim() == 2 and rois.shape[1] == 3, lambda: f"{name}: rois must have shape [K, 3]"
     )
+    torch._check(grad.shape[0] == rois.shape[0], lambda: f"{name}: grad and rois need the same K")
+    check_floating(name, "grad", grad)
+    torch._check(grad.dtype == rois.dtype, lambda: f"{name}: grad and rois must have the same dtype")
+    check_same_device(name, grad=grad, rois=rois)
+    _check_fake_sampling(name, sampling_ratio)
     return grad.new_empty((batch_size, grad.shape[1], length))
 
 

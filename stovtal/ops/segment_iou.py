@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._checks import check_floating, check_same_device
+
 __all__ = ["segment_iou"]
 
 
@@ -36,8 +38,10 @@ def _check_fake(a: Tensor, b: Tensor, aligned: bool) -> None:
     name = "segment_iou_aligned" if aligned else "segment_iou"
     torch._check(a.dim() == 2 and a.shape[1] == 2, lambda: f"{name}: a must have shape [N, 2]")
     torch._check(b.dim() == 2 and b.shape[1] == 2, lambda: f"{name}: b must have shape [M, 2]")
+    check_floating(name, "a", a)
+    check_floating(name, "b", b)
     torch._check(a.dtype == b.dtype, lambda: f"{name}: a and b must have the same dtype")
-    torch._check(a.dtype.is_floating_point, lambda: f"{name}: a must be floating point")
+    check_same_device(name, a=a, b=b)
     if aligned:
         torch._check(a.shape[0] == b.shape[0], lambda: f"{name}: a and b need the same N")
 
@@ -54,13 +58,26 @@ def _(a: Tensor, b: Tensor) -> Tensor:
     return a.new_empty((a.shape[0],))
 
 
+def _check_fake_backward(grad: Tensor, a: Tensor, b: Tensor, aligned: bool) -> None:
+    name = "segment_iou_aligned_backward" if aligned else "segment_iou_backward"
+    _check_fake(a, b, aligned)
+    expected = (a.shape[0],) if aligned else (a.shape[0], b.shape[0])
+    torch._check(
+        tuple(grad.shape) == expected, lambda: f"{name}: grad must have shape {list(expected)}"
+    )
+    torch._check(grad.dtype == a.dtype, lambda: f"{name}: grad and a must have the same dtype")
+    check_same_device(name, grad=grad, a=a)
+
+
 @torch.library.register_fake("stovtal::segment_iou_backward")
 def _(grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    _check_fake_backward(grad, a, b, aligned=False)
     return torch.empty_like(a), torch.empty_like(b)
 
 
 @torch.library.register_fake("stovtal::segment_iou_aligned_backward")
 def _(grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    _check_fake_backward(grad, a, b, aligned=True)
     return torch.empty_like(a), torch.empty_like(b)
 
 

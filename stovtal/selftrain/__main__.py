@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+
 from .config import ConfigError, SelfTrainConfig, load_config, to_yaml, validate
 from .stages import STAGES
 
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0-based), which labels every N-th share of the shards")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_debug_flag(p)
     return p
 
 
@@ -74,49 +77,43 @@ def _parse_scale(text: str) -> list[int]:
     return vals
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        overrides = list(args.overrides)
-        if args.scale:
-            overrides.append(f"scale=[{','.join(str(n) for n in _parse_scale(args.scale))}]")
-        if args.seed is not None:
-            overrides.append(f"seed={args.seed}")
-        if args.quiet:
-            overrides.append("progress=false")
-        cfg: SelfTrainConfig = load_config(args.config, overrides)
-        validate(cfg)
-        from stovtal.utils.shards import parse_shard_spec
+    overrides = list(args.overrides)
+    if args.scale:
+        overrides.append(f"scale=[{','.join(str(n) for n in _parse_scale(args.scale))}]")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.quiet:
+        overrides.append("progress=false")
+    cfg: SelfTrainConfig = load_config(args.config, overrides)
+    validate(cfg)
+    from stovtal.utils.shards import parse_shard_spec
 
-        job, num_jobs = parse_shard_spec(args.shard)
-        if args.shard and args.stage != ["pseudolabel"]:
-            raise ConfigError("--shard applies to the pseudolabel stage alone: add --stage pseudolabel")
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    job, num_jobs = parse_shard_spec(args.shard)
+    if args.shard and args.stage != ["pseudolabel"]:
+        raise ConfigError("--shard applies to the pseudolabel stage alone: add --stage pseudolabel")
     if args.print_config:
         print(to_yaml(cfg))
         return 0
 
     from stovtal.engine import distributed as D
     from stovtal.utils.fileio import atomic_open
+    from stovtal.utils.workdir_lock import job_lock
 
     from .stages import make_context, run_pipeline
 
     t0 = time.time()
-    try:
-        with D.distributed_session(cfg.device):
-            ctx = make_context(cfg, args.workdir)
-            ctx.job, ctx.num_jobs = job, num_jobs
-            if D.is_main_process():
-                with atomic_open(os.path.join(ctx.workdir, "config.yaml")) as f:
-                    f.write(to_yaml(cfg))
-            stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
-            run_pipeline(ctx, stages)
-            main_process = D.is_main_process()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with D.distributed_session(cfg.device), job_lock(args.workdir, shared=num_jobs > 1):
+        ctx = make_context(cfg, args.workdir)
+        ctx.job, ctx.num_jobs = job, num_jobs
+        if D.is_main_process():
+            with atomic_open(os.path.join(ctx.workdir, "config.yaml")) as f:
+                f.write(to_yaml(cfg))
+        stages = tuple(s for s in STAGES if s in args.stage) if args.stage else STAGES
+        run_pipeline(ctx, stages)
+        main_process = D.is_main_process()
     results = os.path.join(ctx.workdir, "results.json")
     if main_process and "report" in stages and os.path.exists(results):
         from stovtal.utils.fileio import read_json

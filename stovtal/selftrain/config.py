@@ -33,6 +33,10 @@ __all__ = [
 
 THRESHOLD_MODES = ("fixed", "per_video", "quantile")
 STUDENT_INITS = ("scratch", "base")
+TEACHER_INITS = ("raw", "ema")
+# the retraining schedule has its own keys (RetrainConfig); these may not hide in retrain.train
+RETRAIN_SCHEDULE_KEYS = {"lr": "retrain.lr_scale", "epochs": "retrain.epochs",
+                         "warmup_epochs": "retrain.warmup_epochs"}
 
 
 class ConfigError(ValueError):
@@ -129,9 +133,27 @@ class PseudoLabelConfig:
 class RetrainConfig:
     """Mean Teacher retraining on labelled (class-agnostic) + pseudo-labelled videos.
 
+    The schedule is the authors' (HYUNJS/STOV-TAL ``configs/joint/TH_vifi_prop_*_UKR*-PL.yaml``):
+    learning rate = the base run's ``train.lr`` x ``lr_scale`` (1e-5 against 1e-4), a linear
+    warm-up of ``warmup_epochs`` epochs, then ``epochs`` epochs of cosine decay (ActionFormer
+    counts them apart: 2 + 2). An epoch is one pass over the plain union of labelled and
+    pseudo-labelled videos (with ``labelled_fraction``, an epoch of that length), so at a fixed
+    number of epochs the step count grows linearly with the number of unlabelled videos, while
+    the learning rate does not change: the authors keep 2 + 2 epochs at 5k and 10k unlabelled
+    videos and use 2 + 4 at 100k (with the pseudo-label threshold lowered from 0.10 to 0.05). With
+    few unlabelled videos beside many labelled ones, raise ``epochs`` so that the retraining
+    still takes a few thousand steps.
+
     Attributes:
-        train: overrides of ``TrainConfig`` for the student (defaults: the ``train`` section).
-        teacher_decay: EMA decay of the teacher (initialised from the base model's EMA weights).
+        train: other overrides of ``TrainConfig`` for the student (defaults: the ``train``
+            section); the schedule keys ``lr``, ``epochs``, ``warmup_epochs`` are set by
+            ``lr_scale``, ``epochs``, ``warmup_epochs`` below.
+        lr_scale: retraining learning rate / base learning rate (the authors: 0.1).
+        warmup_epochs: linear warm-up epochs (the authors: 2).
+        epochs: epochs after the warm-up (the authors: 2; 4 at 100k unlabelled videos).
+        teacher_decay: EMA decay of the teacher.
+        teacher_init: the teacher starts from the base model's ``raw`` weights (the authors'
+            choice) or from its ``ema`` weights.
         student_init: ``scratch`` (the authors' choice) or ``base``.
         consistency_weight: weight of the teacher-student consistency loss (MSE between the
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
@@ -146,8 +168,12 @@ class RetrainConfig:
             lost 1.2 on average, CN +7.8 against +7.1.
     """
 
-    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 6})
+    train: dict[str, Any] = field(default_factory=dict)
+    lr_scale: float = 0.1
+    warmup_epochs: int = 2
+    epochs: int = 2
     teacher_decay: float = 0.999
+    teacher_init: str = "raw"
     student_init: str = "scratch"
     consistency_weight: float = 0.0
     refresh_every: int = 0
@@ -165,10 +191,11 @@ class EvalConfig:
 
 
 def _default_model() -> dict[str, Any]:
-    # sized so that the default pipeline runs in minutes on 2 CPU cores (the architecture of the
-    # authors' localizer, narrower, with the shorter attention window of the shipped synthetic
-    # config); the full-size localizer is LocalizerConfig's default (model.embed_dim=512 ...)
-    return {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9}
+    # sized so that the default pipeline runs in minutes on 2 CPU cores: ActionFormer's
+    # architecture (LocalizerConfig), narrower, with a shorter attention window, and batches
+    # padded to the largest stride instead of max_seq_len (the synthetic videos are 100-300
+    # snippets); the full-size localizer is LocalizerConfig's default (model.embed_dim=512 ...)
+    return {"embed_dim": 64, "head_dim": 64, "num_heads": 4, "window": 9, "pad_to_max_seq_len": False}
 
 
 def _default_train() -> dict[str, Any]:
@@ -286,6 +313,13 @@ def validate(cfg: SelfTrainConfig, check_paths: bool = True) -> None:
     _need(0.0 <= r.teacher_decay < 1.0, "retrain.teacher_decay", f"must be in [0, 1), got {r.teacher_decay}")
     _need(r.student_init in STUDENT_INITS, "retrain.student_init",
           f"must be one of {STUDENT_INITS}, got {r.student_init!r}")
+    _need(r.teacher_init in TEACHER_INITS, "retrain.teacher_init",
+          f"must be one of {TEACHER_INITS}, got {r.teacher_init!r}")
+    _need(r.lr_scale > 0, "retrain.lr_scale", f"must be > 0, got {r.lr_scale}")
+    _need(r.warmup_epochs >= 0, "retrain.warmup_epochs", f"must be >= 0, got {r.warmup_epochs}")
+    _need(r.epochs >= 1, "retrain.epochs", f"must be >= 1, got {r.epochs}")
+    for key, instead in RETRAIN_SCHEDULE_KEYS.items():
+        _need(key not in r.train, f"retrain.train.{key}", f"is set by {instead}")
     _need(r.consistency_weight >= 0, "retrain.consistency_weight", f"must be >= 0, got {r.consistency_weight}")
     _need(r.refresh_every >= 0, "retrain.refresh_every", f"must be >= 0, got {r.refresh_every}")
     _need(0.0 <= r.labelled_fraction < 1.0, "retrain.labelled_fraction",
@@ -318,7 +352,7 @@ def _check_sections(cfg: SelfTrainConfig) -> None:
     for key, cls, value in (
         ("model", LocalizerConfig, {"input_dim": cfg.data.feat_dim, **cfg.model}),
         ("train", TrainConfig, cfg.train),
-        ("retrain.train", TrainConfig, {**cfg.train, **cfg.retrain.train}),
+        ("retrain.train", TrainConfig, retrain_train_overrides(cfg)),
         ("eval.classifier", ClassifierConfig, cfg.eval.classifier),
     ):
         try:
@@ -327,6 +361,18 @@ def _check_sections(cfg: SelfTrainConfig) -> None:
             raise ConfigError(f"{key}: {exc}") from None
         except ValueError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+
+
+def retrain_train_overrides(cfg: SelfTrainConfig) -> dict[str, Any]:
+    """``TrainConfig`` overrides of the retraining: the ``train`` section, ``retrain.train``,
+    and the schedule of the retrain section (lr = base lr x ``lr_scale``; ``warmup_epochs`` +
+    ``epochs`` epochs in all)."""
+    from stovtal.engine import TrainConfig
+
+    r = cfg.retrain
+    base_lr = float(cfg.train.get("lr", TrainConfig.lr))
+    return {**cfg.train, **r.train, "lr": base_lr * r.lr_scale,
+            "warmup_epochs": float(r.warmup_epochs), "epochs": r.warmup_epochs + r.epochs}
 
 
 def _check_world(world: dict[str, Any], scale: list[int]) -> None:

@@ -32,6 +32,7 @@ import torch
 
 from stovtal.engine import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.workdir_lock import critical_section
 
 from .config import ConfigError, SelfTrainConfig, fingerprint
 from .filtering import nested_subset
@@ -171,7 +172,7 @@ class Context:
     def fp_base(self) -> str:
         c = self.cfg
         return fingerprint({"data": self.data.source, "model": c.model, "train": c.train, "seed": c.seed,
-                            "max_seq_len": c.data.max_seq_len})
+                            "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"})
 
     def fp_pseudo(self, n: int) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
@@ -197,7 +198,9 @@ class Context:
     def train_config(self, retrain: bool = False):
         from stovtal.engine import TrainConfig
 
-        over = {**self.cfg.train, **(self.cfg.retrain.train if retrain else {})}
+        from .config import retrain_train_overrides
+
+        over = retrain_train_overrides(self.cfg) if retrain else dict(self.cfg.train)
         return TrainConfig(**{"seed": self.cfg.seed, "device": self.cfg.device, "progress": self.cfg.progress,
                               **over})
 
@@ -208,10 +211,10 @@ class Context:
 
     def load_model(self, path: str):
         """An exported localizer (``base/model.pt``, ``retrain/n<N>/teacher.pt``), on the device."""
-        from stovtal.engine.checkpoint import load_model
+        from stovtal.engine.checkpoint import load_model, load_weights
 
         model = self.new_model()
-        model.load_state_dict(load_model(path).state_dict)
+        load_weights(model, load_model(path).state_dict, path)
         return model.to(self.device).eval()
 
     def export_model(self, path: str, state_dict: Mapping[str, torch.Tensor], seconds: float) -> None:
@@ -248,9 +251,16 @@ class Context:
 
         from .teacher import AGNOSTIC, class_agnostic
 
-        db = class_agnostic(self.data.annotations, self.data.train_subset)
+        # videos with a novel-class action are left out (as stovtal.train does), so that no
+        # novel action is seen as an action, nor as background
+        base = set(self.data.base)
+        kept = {vid: info for vid, info in self.data.annotations.items()
+                if info.get("subset") == self.data.train_subset
+                and all(a["label"] in base for a in info.get("annotations", []))}
+        db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled videos of subset {self.data.train_subset!r}")
+            raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
+                              f"base-class actions")
         return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
                                    feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
                                    training=True, require_annotations=True)
@@ -291,6 +301,11 @@ def _done(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
 
 
 def _done_here(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
+    with critical_section(ctx.workdir):  # --shard jobs arriving together: one writes, the others check
+        return _check_stage(ctx, out, stage_dir, fp, what)
+
+
+def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str, what: str) -> bool:
     rec_path = os.path.join(stage_dir, STAGE_FILE)
     if os.path.exists(rec_path):
         rec = read_json(rec_path)
@@ -327,10 +342,9 @@ def stage_base(ctx: Context) -> str:
     seed_everything(tcfg.seed)
     model = ctx.new_model()
     trainer = Trainer(model, ctx.labelled_dataset(), tcfg, out_dir, collate_fn=collate_videos, log=ctx.log)
-    t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
-        ctx.export_model(out, trainer.ema.module.state_dict(), time.time() - t0)
+        ctx.export_model(out, trainer.ema.module.state_dict(), _training_seconds(trainer))
     D.barrier()
     return out
 
@@ -362,7 +376,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
     """Mean Teacher retraining on labelled + pseudo-labelled videos; export the teacher."""
     from stovtal.data import VideoFeatureDataset
     from stovtal.engine import seed_everything
-    from stovtal.engine.checkpoint import load_model
+    from stovtal.engine.checkpoint import check_state_dict, load_model
 
     from .distributed import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
@@ -371,12 +385,15 @@ def stage_retrain(ctx: Context, n: int) -> str:
     out = os.path.join(out_dir, "teacher.pt")
     if _done(ctx, out, out_dir, ctx.fp_retrain(n), f"retrain n={n}"):
         return out
-    base_state = load_model(_require(ctx.path("base", "model.pt"), "base")).state_dict
-    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     r = ctx.cfg.retrain
+    base_path = _require(ctx.path("base", "last.pt" if r.teacher_init == "raw" else "model.pt"), "base")
+    # "raw": the base run's final raw weights (its training state); else its exported EMA weights
+    base_state = load_model(base_path, weights="model" if r.teacher_init == "raw" else "ema").state_dict
+    pl = read_json(_require(ctx.path("pseudo", f"n{n}", "pseudo_labels.json"), f"pseudolabel n={n}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
+    check_state_dict(student, base_state, base_path)
     if r.student_init == "base":
         student.load_state_dict(base_state)
     d = ctx.data
@@ -395,12 +412,17 @@ def stage_retrain(ctx: Context, n: int) -> str:
                            teacher_decay=r.teacher_decay, consistency_weight=r.consistency_weight,
                            refresh_every=r.refresh_every, refresh=refresh,
                            labelled_fraction=r.labelled_fraction, log=ctx.log)
-    t0 = time.time()
     trainer.fit(resume=True)
     if D.is_main_process():
-        ctx.export_model(out, trainer.ema.module.state_dict(), time.time() - t0)
+        ctx.export_model(out, trainer.ema.module.state_dict(), _training_seconds(trainer))
     D.barrier()
     return out
+
+
+def _training_seconds(trainer) -> float:
+    """Seconds spent in training epochs, summed over every run that worked on this trainer's
+    directory (a resumed run continues the sum; its epoch history travels in ``last.pt``)."""
+    return float(sum(h.get("time_s", 0.0) for h in trainer.history))
 
 
 def _require(path: str, stage: str) -> str:

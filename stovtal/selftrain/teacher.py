@@ -4,7 +4,8 @@ Training set: the labelled videos (labels made class-agnostic) plus the pseudo-l
 The student is trained by gradient descent (from scratch by default, as the authors do, or from
 the base model); the teacher is an exponential moving average of the student,
 ``teacher = d * teacher + (1 - d) * student`` after every step (d = 0.999), initialised from the
-base model's EMA weights. The teacher is what is evaluated and exported.
+base model's raw weights (the authors' choice; its EMA weights with ``retrain.teacher_init=ema``).
+The teacher is what is evaluated and exported.
 
 Beyond the authors' code:
 
@@ -198,7 +199,8 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
 
     Args:
         student: the model to train (already initialised: from scratch or from the base model).
-        base_state: the teacher's initial weights (the base model's EMA weights).
+        base_state: the teacher's initial weights (the base model's raw weights, the authors'
+            choice, or its EMA weights: ``retrain.teacher_init``).
         labelled: class-agnostic labelled dataset; pseudo: the pseudo-labelled videos.
         refresh: ``(teacher, epoch) -> pseudo-label database`` (used when ``refresh_every`` > 0;
             must be idempotent: a resumed run calls it again for the last refresh epoch).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stovtal.utils.cli import add_debug_flag, cli_entry
+
 from ..models.text_encoders import PROMPT_TEMPLATES
 from .encode import encode_vocabulary, read_vocabulary
 
@@ -13,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stovtal.text", description="Class-name text embeddings."
     )
+    add_debug_flag(p)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser(
         "encode",
@@ -53,23 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_entry(extra=(RuntimeError,))  # open_clip's errors for a bad weights file
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        names = read_vocabulary(args.vocab)
-        enc = encode_vocabulary(
-            names,
-            args.model,
-            args.checkpoint,
-            args.out,
-            templates=args.template_list or args.templates,
-            name_style=args.name_style,
-            device=args.device,
-            batch_size=args.batch_size,
-        )
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    names = read_vocabulary(args.vocab)
+    enc = encode_vocabulary(
+        names,
+        args.model,
+        args.checkpoint,
+        args.out,
+        templates=args.template_list or args.templates,
+        name_style=args.name_style,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     print(
         f"text: {len(names)} class names x {len(enc.templates)} templates -> {args.out} "
         f"(dim {enc.embed_dim}, logit_scale {enc.logit_scale:.2f})"

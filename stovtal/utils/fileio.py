@@ -1,7 +1,12 @@
 """Atomic file writes: a killed job never leaves a half-written file behind.
 
-Every writer goes to a temporary file in the destination's directory, flushes
-and fsyncs it, then ``os.replace``-s it over the destination (atomic on POSIX).
+Every writer goes to a temporary file ``.<name>.<8 random characters>.tmp`` in the
+destination's directory, flushes and fsyncs it, then ``os.replace``-s it over the
+destination (atomic on POSIX). The file gets the mode an ordinary ``open`` would give it
+(``0o666`` less the process's umask), so results on a shared file system are as readable
+as the user's other files. A kill between creating and renaming the temporary leaves it
+behind; :func:`remove_stale_temporaries` removes such files (the work-directory lock calls it
+when no other process can be writing, see :mod:`stovtal.utils.workdir_lock`).
 """
 
 from __future__ import annotations
@@ -10,13 +15,31 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "read_json"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy", "read_json",
+           "remove_stale_temporaries"]
+
+_TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's names as atomic_open makes them
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe for the instant it is changed; only without /proc
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -29,6 +52,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
         with open(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
@@ -68,3 +92,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise OSError(f"{path}: cannot read ({exc})") from exc
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Remove the temporaries of :func:`atomic_open` under ``root`` (recursively); returns how
+    many. Call it only when no other process can be writing under ``root``."""
+    n = 0
+    for directory, _, files in os.walk(os.fspath(root)):
+        for name in files:
+            if _TEMP_RE.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+                    n += 1
+    return n

@@ -194,7 +194,7 @@ def test_torchrun_selftrain_pipeline_writes_results(tmp_path):
         "data.world.feat_dim=32", "data.world.snippets_range=[48,64]",
         "model.embed_dim=16", "model.head_dim=16", "model.num_heads=2", "model.branch_layers=3",
         "model.regression_ranges=[[0,4],[4,8],[8,16],[16,100000]]", "model.window=7",
-        "train.epochs=1", "train.batch_size=4", "retrain.train.epochs=1",
+        "train.epochs=1", "train.batch_size=4", "retrain.epochs=1", "retrain.warmup_epochs=0",
         "pseudo.shard_size=2", "pseudo.batch_size=2", "pseudo.threshold=0.2",
         "eval.batch_size=3", "num_threads=1",
     ]

@@ -34,7 +34,7 @@ BASE, NOVEL = [0, 1, 2, 3], [4, 5, 6, 7]
 def small_model(seed=0, path_drop=0.1):
     torch.manual_seed(seed)
     return ActionLocalizer(LocalizerConfig(input_dim=16, embed_dim=32, head_dim=32, num_heads=4, window=5,
-                                           path_drop=path_drop))
+                                           path_drop=path_drop, pad_to_max_seq_len=False))
 
 
 def train_cfg(**kw):

@@ -150,7 +150,8 @@ def test_thumos14_inference_matches_colas_rules():
 
     from stovtal.feel.config import load_config
     from stovtal.models.cola_inference import video_proposals
-    from tests.feel.cola_reference import cola_proposals
+
+    from .cola_reference import cola_proposals
 
     loc = load_config("stovtal/feel/configs/thumos14.yaml").localize
     cfg = LocalizeConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(loc).items()})

@@ -256,3 +256,100 @@ def test_opcheck():
     xb = torch.stack([x, x.flip(0)]).float()
     torch.library.opcheck(torch.ops.stovtal.jaccard_distance.default, (x, 7, 3))
     torch.library.opcheck(torch.ops.stovtal.jaccard_distance_topk.default, (xb, 5, 1, 16))
+
+
+# The CPU kNN search runs over 256 x 256 tiles of the Gram matrix (an
+# AVX-512 micro-kernel where the CPU has it, ATen's matmul otherwise) and
+# computes float64 distances only for runs of near-equal keys.
+# STOVTAL_JACCARD_KNN=strips selects the previous search (strips + a float64
+# re-ranking of every candidate) and STOVTAL_JACCARD_SIMD=0 the portable
+# tile kernel: all three must give the same outputs, bit for bit.
+SEARCHES = [{}, {"STOVTAL_JACCARD_SIMD": "0"}, {"STOVTAL_JACCARD_KNN": "strips"}]
+
+
+def _all_searches(monkeypatch, fn, *args):
+    outs = []
+    for env in SEARCHES:
+        with monkeypatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            outs.append(fn(*args))
+    return outs
+
+
+def _assert_same(outs):
+    first = outs[0] if isinstance(outs[0], tuple) else (outs[0],)
+    for other in outs[1:]:
+        other = other if isinstance(other, tuple) else (other,)
+        for a, b in zip(first, other, strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n,d", [(700, 256), (700, 7), (513, 33), (257, 1)])
+def test_tiled_search_equals_previous_search(monkeypatch, n, d):
+    # partial tiles and micro-blocks (n and d not multiples of 256, 32, 8),
+    # duplicated rows across tiles, and 1-ulp perturbations (near-equal keys)
+    x = clustered(n, d, clusters=max(2, n // 60), seed=n + d, dtype=torch.float32)
+    x[n - 40 : n - 20] = x[:20]
+    x[300 % n] = x[2]
+    x[n - 5] = torch.nextafter(x[1], torch.full_like(x[1], 2.0))
+    outs = _all_searches(monkeypatch, jaccard_distance_topk, x, 20, 6, 30)
+    _assert_same(outs)
+    _assert_same(_all_searches(monkeypatch, jaccard_distance, x, 20, 6))
+    if n <= 520:
+        expected = reference.jaccard_distance(x.double(), 20, 6)
+        torch.testing.assert_close(outs[0][0].double(), expected.gather(1, outs[0][1]),
+                                   rtol=0, atol=1e-6)
+
+
+def test_tiled_search_on_tied_float32_grid(monkeypatch):
+    # integer points in float32: thousands of exact distance ties inside the
+    # candidate lists (runs of equal keys), ranked by index as the reference does
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-2, 3, (400, 4), generator=g).float() / 2
+    outs = _all_searches(monkeypatch, jaccard_distance, x, 20, 6)
+    _assert_same(outs)
+    torch.testing.assert_close(outs[0].double(), reference.jaccard_distance(x.double(), 20, 6),
+                               rtol=0, atol=1e-6)
+
+
+def test_tiled_search_all_rows_identical(monkeypatch):
+    # every key ties: no row's candidates are proven, all go to the fallback
+    x = torch.ones(300, 8) / 8**0.5
+    outs = _all_searches(monkeypatch, jaccard_distance_topk, x, 20, 6, 25)
+    _assert_same(outs)
+    assert torch.equal(outs[0][1], torch.arange(25).expand(300, 25))
+
+
+def test_tiled_search_large_n(monkeypatch):
+    # several tile rows (N = 3,000 -> 12 x 12 tiles, 78 of them), D = 256
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(30, 256, generator=g)
+    x = centres[torch.randint(0, 30, (3000,), generator=g)] + 0.6 * torch.randn(3000, 256, generator=g)
+    x = torch.nn.functional.normalize(x, dim=1)
+    x[2900:2950] = x[100:150]
+    _assert_same(_all_searches(monkeypatch, jaccard_distance_topk, x, 20, 6, 50))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(34, 600),
+    d=st.integers(1, 40),
+    clusters=st.integers(1, 12),
+    k1=st.integers(1, 30),
+    seed=st.integers(0, 2**16),
+    grid=st.booleans(),
+)
+def test_tiled_search_properties(n, d, clusters, k1, seed, grid):
+    # float32 inputs past kc = k1 + 8 + k1 / 4 rows take the tiled search
+    k1 = min(k1, n)
+    if grid:  # ties and duplicates
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(-2, 3, (n, d), generator=g).float() / 2
+    else:
+        x = clustered(n, d, clusters=clusters, seed=seed, dtype=torch.float32)
+    k2 = max(1, k1 // 3)
+    m = min(n, 10)
+    with pytest.MonkeyPatch.context() as mp:
+        outs = _all_searches(mp, jaccard_distance_topk, x, k1, k2, m)
+    _assert_same(outs)

@@ -14,7 +14,7 @@ TINY = [
     "data.world.feat_dim=32", "data.world.snippets_range=[48,80]",
     "model.embed_dim=16", "model.head_dim=16", "model.num_heads=2", "model.branch_layers=3",
     "model.regression_ranges=[[0,4],[4,8],[8,16],[16,100000]]", "model.window=7",
-    "train.epochs=2", "train.batch_size=4", "retrain.train.epochs=1",
+    "train.epochs=2", "train.batch_size=4", "retrain.epochs=1", "retrain.warmup_epochs=0",
     "pseudo.shard_size=4", "pseudo.batch_size=4", "pseudo.threshold=0.2", "pseudo.min_num=1",
     "eval.batch_size=6", "progress=false", "num_threads=1",
 ]

@@ -21,7 +21,7 @@ from stovtal.selftrain.teacher import (
 )
 
 TINY = dict(input_dim=8, embed_dim=8, head_dim=8, num_heads=2, branch_layers=2, window=3,
-            regression_ranges=[[0, 4], [4, 8], [8, 1e5]], path_drop=0.0)
+            regression_ranges=[[0, 4], [4, 8], [8, 1e5]], path_drop=0.0, pad_to_max_seq_len=False)
 
 
 class Items(Dataset):
