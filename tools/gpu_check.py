@@ -26,6 +26,7 @@ Parts, in order (the budget goes to the earlier ones first):
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import glob
 import json
@@ -60,23 +61,23 @@ LIMITS = {
 REQUIRED = ("env", "build", "tests", "bench")
 NOT_SELECTED = "not selected (--only)"
 
-# Tiny pipeline runs: the point is that every stage runs on CUDA, not that it learns much.
-SELFTRAIN_TINY = [
-    "data.world.num_train=12", "data.world.num_web=16", "data.world.num_test=12",
-    "data.world.feat_dim=32", "data.world.snippets_range=[48,80]",
-    "model.embed_dim=16", "model.head_dim=16", "model.num_heads=2", "model.branch_layers=3",
-    "model.regression_ranges=[[0,4],[4,8],[8,16],[16,100000]]", "model.window=7",
-    "train.epochs=2", "train.batch_size=4", "train.amp=true",
-    "retrain.train.epochs=1", "retrain.train.amp=true",
-    "pseudo.shard_size=4", "pseudo.batch_size=4", "pseudo.threshold=0.2", "pseudo.min_num=1",
-    "eval.batch_size=6", "num_threads=1",
-]
-FEEL_TINY = [
-    "iterations=2", "num_threads=1",
-    "data.synthetic.num_web=60", "data.synthetic.num_test=20",
-    "cluster.n_init=3", "cluster.k1=8", "cluster.k2=3",
-    "model.embed_dim=32", "train.epochs=2", "train.batch_size=8",
-]
+# Tiny pipeline runs: the overrides the apps' own tests use for their tiny end-to-end runs
+# (read from those files, so they follow the apps' configs), on CUDA, selftrain with AMP.
+TINY_SOURCES = {
+    "selftrain": (os.path.join("tests", "selftrain", "conftest.py"), "TINY", ["train.amp=true"]),
+    "feel": (os.path.join("tests", "feel", "test_pipeline.py"), "TINY", []),
+}
+
+
+def tiny_overrides(app: str) -> list[str]:
+    """The ``key=value`` list ``TINY`` of the app's test file, plus this check's additions."""
+    path, name, extra = TINY_SOURCES[app]
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return [str(x) for x in ast.literal_eval(node.value)] + extra
+    raise ValueError(f"{path}: no list {name} of tiny-run overrides")
 
 
 @dataclass
@@ -370,7 +371,8 @@ class Checker:
         workdir = os.path.join(self.work, "selftrain")
         shutil.rmtree(workdir, ignore_errors=True)
         device = "cpu" if self.dry_run else "cuda"
-        cmd = [PY, "-m", "stovtal.selftrain", "--workdir", workdir, "--quiet", f"device={device}", *SELFTRAIN_TINY]
+        cmd = [PY, "-m", "stovtal.selftrain", "--workdir", workdir, "--quiet", *tiny_overrides("selftrain"),
+               f"device={device}"]
         if self.dry_run:
             ok, out = self.cmd(part, cmd + ["--print-config"], limit)
             if ok:
@@ -397,7 +399,7 @@ class Checker:
         workdir = os.path.join(self.work, "feel")
         shutil.rmtree(workdir, ignore_errors=True)
         device = "cpu" if self.dry_run else "cuda"
-        overrides = [f"device={device}", *FEEL_TINY]
+        overrides = [*tiny_overrides("feel"), f"device={device}"]
         if self.dry_run:
             code = ("import sys; from stovtal.feel.config import load_config; "
                     "load_config(None, sys.argv[1:]); print('feel overrides ok')")
