@@ -136,6 +136,8 @@ class OpenClipTextEncoder(TextEncoder):
         device: where to run the text tower.
         name_style: ``"verbatim"`` or ``"natural"`` (see :func:`format_class_name`).
         batch_size: prompts per forward pass.
+        base_checkpoint: weights loaded before a ViFi-CLIP checkpoint, for its token embedding
+            (the original CLIP ViT-B/16 file); see :func:`~stovtal.models.open_clip_loading.load_open_clip`.
 
     ``logit_scale`` is the checkpoint's learned temperature ``exp(logit_scale)``
     (100 for the released CLIP models).
@@ -150,6 +152,7 @@ class OpenClipTextEncoder(TextEncoder):
         name_style: str = "verbatim",
         batch_size: int = 256,
         _loaded: Any = None,
+        base_checkpoint: str | os.PathLike | None = None,
     ) -> None:
         from .open_clip_loading import load_open_clip
 
@@ -160,7 +163,7 @@ class OpenClipTextEncoder(TextEncoder):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self._clip = (
-            _loaded if _loaded is not None else load_open_clip(model_name, checkpoint_path, device)
+            _loaded if _loaded is not None else load_open_clip(model_name, checkpoint_path, device, base_checkpoint)
         )
         self.model_name = self._clip.model_name
         self.checkpoint_path = self._clip.checkpoint
