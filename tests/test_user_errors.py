@@ -251,3 +251,18 @@ def test_bad_values_and_silent_results_are_errors(world, tmp_path):
     for case, res in results.items():
         assert_user_error(case, res, *cases[case][1])
     assert not any((tmp_path / d).exists() for d in "abc")  # refused before any work
+
+
+def test_torchrun_ranks_stop_together_on_a_busy_work_directory(tmp_path):
+    """Rank 0 takes the work-directory lock for the job; when another run holds it, every rank
+    stops with the same one-line error (none waits for the others)."""
+    from stovtal.utils.workdir_lock import workdir_lock
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "stovtal.selftrain", "--workdir", str(tmp_path), "--quiet", "num_threads=1"]
+    with workdir_lock(tmp_path):
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]
+    assert all(f"in use by PID {os.getpid()}" in ln for ln in lines)
+    assert not (tmp_path / "world").exists()  # no rank started working
