@@ -30,7 +30,8 @@ errors. Keys of earlier versions (e.g. ``data.annotation_file``, ``train.grad_cl
 :func:`validate` checks the values of a whole config, naming the dotted key of the first bad
 one; its per-field rules live in :data:`FIELD_RULES`.
 
-This module imports no engine, data or app code (only the models' config dataclasses).
+This module imports no engine, data or app code (only the models' config dataclasses and
+``stovtal.utils.finite``). Every number must be finite (NaN / inf refused, naming the key).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from stovtal.models.classifier import ClassifierConfig
 from stovtal.models.cola import CoLAConfig
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.models.localizer import LocalizerConfig
+from stovtal.utils.finite import check_finite
 
 __all__ = [
     "FIELD_RULES",
@@ -642,6 +644,7 @@ def load(schema: type[T], path: str | None = None, overrides: list[str] | None =
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_migrate_overrides(schema, list(overrides))))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"invalid override: {exc}") from None
+    check_finite(OmegaConf.to_container(merged, resolve=True), ConfigError)  # before the value checks
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -763,7 +766,11 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
     },
     IISConfig: {"schedule": one_of("constant", "variable"), "p0": within(0, 1, lo_open=True), "gamma": gt(0)},
     CoLAConfig: {"border": one_of("replicate", "zero"), "action_reduction": one_of("sum", "mean")},
-    LocalizeConfig: {"upscale": ge(1), "min_run": ge(1), "oic_margins": one_of("round", "cola")},
+    LocalizeConfig: {
+        "upscale": ge(1), "min_run": ge(1), "oic_margins": one_of("round", "cola"),
+        "thresholds": each(within(0, 1), nonempty=False), "actionness_thresholds": each(within(0, 1), nonempty=False),
+        "class_threshold": within(0, 1), "nms_iou": within(0, 1),
+    },
     Config: {"num_threads": ge(0)},
     SelfTrainConfig: {"num_threads": ge(0), "scale": each(ge(1), nonempty=False)},
     FeelConfig: {"iterations": ge(1), "num_threads": ge(0)},
@@ -802,6 +809,7 @@ def validate(cfg: Any, check_paths: bool = True) -> None:
     ``check_paths`` the user's data files must exist (``selftrain``; ``train`` and ``feel``
     check theirs when they read them).
     """
+    check_finite(cfg, ConfigError)
     _walk(cfg)
     if isinstance(cfg, Config):
         _validate_train(cfg)
@@ -902,3 +910,6 @@ def check_data_paths(d: DataConfig) -> None:
 def _validate_feel(cfg: FeelConfig) -> None:
     c = cfg.cluster
     _need(c.k1 >= c.k2, "cluster.k2", f"need 1 <= cluster.k2 <= cluster.k1, got {c.k1}, {c.k2}")
+    loc = cfg.localize
+    _need(bool(loc.thresholds) or loc.use_actionness, "localize.thresholds",
+          "must not be empty (or set localize.use_actionness=true)")

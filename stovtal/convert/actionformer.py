@@ -105,6 +105,9 @@ def load_actionformer_checkpoint(path: str | os.PathLike, weights: str = "ema") 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled objects with an UnpicklingError
+        if not any(tag in str(exc) for tag in ("Unsupported global", "Can only")):
+            raise ConversionError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[-1] if str(exc) else ''})") from None
         raise ConversionError(
             f"{path}: cannot be read with torch.load(weights_only=True) ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). The file needs unpickling of Python objects, "

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip model name (e.g. ViT-B-16) or a model-config .json",
     )
     p.add_argument(
-        "--checkpoint", required=True, help="local open_clip weights file (no downloads)"
+        "--checkpoint", required=True, help="local open_clip or ViFi-CLIP weights file (no downloads)"
     )
     p.add_argument(
         "--fps",

@@ -208,7 +208,7 @@ def extract_features(
     loaded = None
     bar = None
     if todo:
-        loaded = load_open_clip(config.model, config.checkpoint, config.device)
+        loaded = load_open_clip(config.model, config.checkpoint, config.device, require_text=False)
         encoder = ClipFrameEncoder(loaded, amp=config.amp)
     if progress and todo:
         from tqdm.auto import tqdm

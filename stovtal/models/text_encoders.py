@@ -135,6 +135,8 @@ class OpenClipTextEncoder(TextEncoder):
         device: where to run the text tower.
         name_style: ``"verbatim"`` or ``"natural"`` (see :func:`format_class_name`).
         batch_size: prompts per forward pass.
+        base_checkpoint: weights loaded before a ViFi-CLIP checkpoint, for its token embedding
+            (the original CLIP ViT-B/16 file); see :func:`~stovtal.models.open_clip_loading.load_open_clip`.
 
     ``logit_scale`` is the checkpoint's learned temperature ``exp(logit_scale)``
     (100 for the released CLIP models).
@@ -148,6 +150,7 @@ class OpenClipTextEncoder(TextEncoder):
         device: str | torch.device = "cpu",
         name_style: str = "verbatim",
         batch_size: int = 256,
+        base_checkpoint: str | os.PathLike | None = None,
     ) -> None:
         from .open_clip_loading import load_open_clip
 
@@ -157,7 +160,7 @@ class OpenClipTextEncoder(TextEncoder):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self._clip = load_open_clip(model_name, checkpoint_path, device)
+        self._clip = load_open_clip(model_name, checkpoint_path, device, base_checkpoint)
         self.model_name = self._clip.model_name
         self.checkpoint_path = self._clip.checkpoint
         self.device = self._clip.device

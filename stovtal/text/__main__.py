@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip model name (e.g. ViT-B-16) or a model-config .json",
     )
     e.add_argument(
-        "--checkpoint", required=True, help="local open_clip weights file (no downloads)"
+        "--checkpoint", required=True, help="local open_clip or ViFi-CLIP weights file (no downloads)"
     )
     e.add_argument("--out", required=True, help="output .npz")
     g = e.add_mutually_exclusive_group()
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="verbatim",
         help="'natural' turns 'BaseballPitch' into 'baseball pitch' before templating",
     )
+    e.add_argument(
+        "--base-checkpoint",
+        default=None,
+        help="with a ViFi-CLIP --checkpoint: the original CLIP ViT-B/16 weights, for the token "
+        "embedding ViFi-CLIP does not store",
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
     return p
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         name_style=args.name_style,
         device=args.device,
         batch_size=args.batch_size,
+        base_checkpoint=args.base_checkpoint,
     )
     print(
         f"text: {len(names)} class names x {len(enc.templates)} templates -> {args.out} "

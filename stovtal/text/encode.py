@@ -49,9 +49,12 @@ def encode_vocabulary(
     name_style: str = "verbatim",
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    base_checkpoint: str | os.PathLike | None = None,
 ) -> OpenClipTextEncoder:
-    """Embed ``names`` with the open_clip text tower and write ``out`` (.npz) atomically."""
-    enc = OpenClipTextEncoder(model, checkpoint, templates, device, name_style, batch_size)
+    """Embed ``names`` with the open_clip text tower and write ``out`` (.npz) atomically.
+    ``base_checkpoint``: the original CLIP weights a ViFi-CLIP ``checkpoint`` needs for its token embedding."""
+    enc = OpenClipTextEncoder(model, checkpoint, templates, device, name_style, batch_size,
+                              base_checkpoint=base_checkpoint)
     emb = enc.encode(list(names))
     save_text_embeddings(
         out,
