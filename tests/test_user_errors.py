@@ -115,7 +115,7 @@ def test_bad_inputs_of_selftrain(world, tmp_path):
     torch.save({"model": m.state_dict()}, other / "base" / "last.pt")
     cases["other_architecture"] = ["stovtal.selftrain", "--stage", "base", "--workdir", str(other),
                                    *selftrain_data(world)]
-    names["other_architecture"] = (str(other / "base" / "last.pt"), "does not fit")
+    names["other_architecture"] = (str(other / "base" / "last.pt"), "do not fit")
     cases["config_nan"] = ["stovtal.selftrain", "--workdir", str(tmp_path / "x"), "pseudo.threshold=.nan"]
     names["config_nan"] = ("pseudo.threshold",)
     results = run_all(cases)
@@ -152,7 +152,7 @@ def test_bad_inputs_of_train_infer_eval(world, tmp_path):
         "empty_ckpt": (["stovtal.infer", "--ckpt", str(empty_ckpt), "--out", str(tmp_path / "p.json")],
                        ("empty.pt",)),
         "ckpt_other_architecture": (["stovtal.infer", "--ckpt", ckpt, "--out", str(tmp_path / "p.json"),
-                                     "model.embed_dim=8", "model.head_dim=8"], (ckpt, "does not fit")),
+                                     "model.embed_dim=8", "model.head_dim=8"], (ckpt, "do not fit")),
         "empty_vocab_file": (["stovtal.infer", "--ckpt", ckpt, "--out", str(tmp_path / "p.json"),
                               "--vocab-file", str(empty_vocab)], ("vocab.txt",)),
         "train_no_database": (["stovtal.train", "--workdir", str(tmp_path / "t2"), *own, *MODEL],

@@ -72,7 +72,7 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
         load_model(tmp_path / "nothere.pt")
     mf = load_model(_write_small(tmp_path / "m.pt"))
-    with pytest.raises(ValueError, match="m.pt: the checkpoint does not fit the model"):
+    with pytest.raises(ValueError, match="m.pt: the weights do not fit the model"):
         build_model(mf, str(tmp_path / "m.pt"), embed_dim=32)
     with pytest.raises(ValueError, match="kind must be one of"):
         save_model(tmp_path / "z.pt", SMALL, {}, kind="detector")
