@@ -8,7 +8,15 @@ Groups (one table each, so the ratio is read off directly):
 - soft-NMS (gaussian, ActionFormer's THUMOS settings), same candidates: ours
   vs a pure-Python loop and the pure-PyTorch reference;
 - per-video post-processing: 1000 videos x 2000 candidates through soft-NMS
-  with score voting; ``extra_info["videos_per_s"]``.
+  with score voting; ``extra_info["videos_per_s"]``;
+- scaling with N (2,000 / 10,000 / 100,000) on two distributions: "uniform"
+  (centres uniform in [0, 2304], lengths log-uniform in [1, 576], scores
+  uniform: the ops-speed issue's inputs) and "localizer" (make_candidates:
+  jittered copies of a few actions plus background). One group per
+  (case, distribution, N): hard NMS without labels vs torchvision ``nms``,
+  with 20 labels vs ``batched_nms``, gaussian soft-NMS vs torchvision's hard
+  ``nms`` (the yardstick of the issue's target), soft-NMS with voting and
+  20 labels.
 """
 
 from __future__ import annotations
@@ -205,3 +213,119 @@ def test_postprocess_videos(benchmark, videos):
     out = benchmark.pedantic(postprocess_all, (videos,), rounds=3, iterations=1)
     assert len(out) == NUM_VIDEOS and all(len(o[2]) == MAX_SEGMENTS for o in out)
     benchmark.extra_info["videos_per_s"] = NUM_VIDEOS / benchmark.stats.stats.mean
+
+
+# ---------------------------------------------------------------- scaling with N
+
+SCALE_SIZES = [2000, 10_000, 100_000]
+SCALE_DISTRIBUTIONS = ["uniform", "localizer"]
+
+
+def uniform_candidates(seed: int, n: int, num_labels: int = NUM_LABELS):
+    """The ops-speed issue's inputs: centres uniform in [0, 2304], lengths log-uniform
+    in [1, 576], scores uniform (no ties), float32."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(n, generator=g, dtype=torch.float64) * 2304
+    length = torch.exp(torch.rand(n, generator=g, dtype=torch.float64) * math.log(576))
+    seg = torch.stack([centre - length / 2, centre + length / 2], 1).float().contiguous()
+    scores = torch.rand(n, generator=g, dtype=torch.float64).float()
+    labels = torch.randint(0, num_labels, (n,), generator=g)
+    return seg, scores, labels
+
+
+_scale_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def scale_candidates(distribution: str, n: int):
+    key = (distribution, n)
+    if key not in _scale_cache:
+        make = uniform_candidates if distribution == "uniform" else make_candidates
+        _scale_cache[key] = make(7, n)
+    return _scale_cache[key]
+
+
+def unit_boxes(seg):
+    ones = torch.ones(seg.shape[0], 1)
+    return torch.cat([seg[:, :1], 0 * ones, seg[:, 1:], ones], 1).contiguous()
+
+
+def assert_same_kept(theirs, ours, scores):
+    """The same kept set in the same score order (torchvision's sort is not stable: float32
+    scores of 100,000 candidates have ties, which it may order either way)."""
+    assert torch.equal(theirs.sort().values, ours.sort().values)
+    assert torch.equal(scores[theirs], scores[ours])
+
+
+def _run(benchmark, n, fn, *args, **kwargs):
+    rounds = 3 if n >= 100_000 else 10
+    return benchmark.pedantic(fn, args, kwargs, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+scale = pytest.mark.parametrize("n", SCALE_SIZES)
+distributions = pytest.mark.parametrize("distribution", SCALE_DISTRIBUTIONS)
+
+
+@scale
+@distributions
+def test_scale_hard_stovtal(benchmark, distribution, n):
+    seg, sc, _ = scale_candidates(distribution, n)
+    benchmark.group = f"scale-hard-1label-{distribution}-N{n}"
+    keep = _run(benchmark, n, temporal_nms, seg, sc, NMS_IOU)
+    benchmark.extra_info["kept"] = len(keep)
+
+
+@scale
+@distributions
+def test_scale_hard_torchvision_nms(benchmark, distribution, n):
+    tv = pytest.importorskip("torchvision")
+    seg, sc, _ = scale_candidates(distribution, n)
+    benchmark.group = f"scale-hard-1label-{distribution}-N{n}"
+    keep = _run(benchmark, n, tv.ops.nms, unit_boxes(seg), sc, NMS_IOU)
+    assert_same_kept(keep, temporal_nms(seg, sc, NMS_IOU), sc)
+
+
+@scale
+@distributions
+def test_scale_hard_labels_stovtal(benchmark, distribution, n):
+    seg, sc, lab = scale_candidates(distribution, n)
+    benchmark.group = f"scale-hard-{NUM_LABELS}labels-{distribution}-N{n}"
+    keep = _run(benchmark, n, temporal_nms, seg, sc, NMS_IOU, lab)
+    benchmark.extra_info["kept"] = len(keep)
+
+
+@scale
+@distributions
+def test_scale_hard_labels_torchvision_batched_nms(benchmark, distribution, n):
+    tv = pytest.importorskip("torchvision")
+    seg, sc, lab = scale_candidates(distribution, n)
+    benchmark.group = f"scale-hard-{NUM_LABELS}labels-{distribution}-N{n}"
+    keep = _run(benchmark, n, tv.ops.batched_nms, unit_boxes(seg), sc, lab, NMS_IOU)
+    assert_same_kept(keep, temporal_nms(seg, sc, NMS_IOU, lab), sc)
+
+
+@scale
+@distributions
+def test_scale_soft_gaussian_stovtal(benchmark, distribution, n):
+    seg, sc, _ = scale_candidates(distribution, n)
+    benchmark.group = f"scale-soft-gaussian-1label-{distribution}-N{n}"
+    out = _run(benchmark, n, soft_nms, seg, sc, **SOFT)
+    benchmark.extra_info["selected"] = len(out[2])
+
+
+@scale
+@distributions
+def test_scale_soft_gaussian_vs_torchvision_hard_nms(benchmark, distribution, n):
+    """torchvision's hard nms at the same N: the yardstick of the issue's soft-NMS target."""
+    tv = pytest.importorskip("torchvision")
+    seg, sc, _ = scale_candidates(distribution, n)
+    benchmark.group = f"scale-soft-gaussian-1label-{distribution}-N{n}"
+    _run(benchmark, n, tv.ops.nms, unit_boxes(seg), sc, NMS_IOU)
+
+
+@scale
+@distributions
+def test_scale_soft_voting_labels_stovtal(benchmark, distribution, n):
+    seg, sc, lab = scale_candidates(distribution, n)
+    benchmark.group = f"scale-soft-voting-{NUM_LABELS}labels-{distribution}-N{n}"
+    out = _run(benchmark, n, soft_nms, seg, sc, labels=lab, voting_threshold=VOTING, **SOFT)
+    benchmark.extra_info["selected"] = len(out[2])

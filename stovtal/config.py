@@ -21,6 +21,7 @@ from stovtal.engine.adapter import AdapterTrainConfig
 from stovtal.engine.trainer import TrainConfig
 from stovtal.models.classifier import ClassifierConfig
 from stovtal.models.localizer import LocalizerConfig
+from stovtal.utils.finite import check_finite
 
 __all__ = ["Config", "DataConfig", "TextConfig", "config_path", "load_config", "to_yaml"]
 
@@ -142,6 +143,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             if bad:
                 raise ValueError(f"overrides must look like key=value, got {bad}")
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        check_finite(OmegaConf.to_container(merged, resolve=True))  # before the value checks
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ValueError(f"bad configuration: {exc}") from None

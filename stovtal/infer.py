@@ -37,6 +37,7 @@ from stovtal.engine.checkpoint import load_model
 from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.finite import check_finite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                                  OmegaConf.from_dotlist(args.overrides))
         cfg = OmegaConf.to_object(merged)
         assert isinstance(cfg, Config)
+        check_finite(cfg)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(args.device)

@@ -116,3 +116,10 @@ def test_finite_numbers(gc):
     assert gc.finite_numbers({"a": [1.0, {"b": 2}], "c": "x"})
     assert not gc.finite_numbers({"a": [1.0, {"b": float("nan")}]})
     assert not gc.finite_numbers([float("inf")])
+
+
+def test_tiny_pipeline_overrides_come_from_the_apps_tests(gc):
+    for app in ("selftrain", "feel"):
+        overrides = gc.tiny_overrides(app)
+        assert len(overrides) > 5 and all("=" in o for o in overrides)
+    assert gc.tiny_overrides("selftrain")[-1] == "train.amp=true"

@@ -188,3 +188,81 @@ def test_busy_workdir_names_the_holder(tmp_path):
     with workdir_lock(work):
         res = run_all({"busy": ["stovtal.selftrain", "--workdir", str(work), "--quiet", "num_threads=1"]})
     assert_user_error("busy", res["busy"], str(work), f"PID {os.getpid()}")
+
+
+def _with_duplicate(db: dict, vid: str, subset: str) -> str:
+    """Annotation JSON text in which ``vid`` appears a second time, with another subset."""
+    text = json.dumps({"database": db})
+    copy = json.dumps({**db[vid], "subset": subset})
+    return text[:-2] + f', "{vid}": {copy}' + "}}"
+
+
+def test_bad_values_and_silent_results_are_errors(world, tmp_path):
+    """Non-finite or out-of-range config values name their key before any work; labels outside
+    the vocabulary and repeated video ids name the video / file instead of changing results."""
+    meta = json.load(open(os.path.join(world, "world.json")))
+    db = json.load(open(os.path.join(world, "annotations.json")))["database"]
+    train_vid = next(v for v, info in sorted(db.items()) if info["subset"] == "train" and info["annotations"])
+    test_vid = next(v for v, info in sorted(db.items()) if info["subset"] == "test")
+    typo = {**db, train_vid: {**db[train_vid], "annotations": [
+        {**db[train_vid]["annotations"][0], "label": "NotAClass"}]}}
+    (tmp_path / "typo.json").write_text(json.dumps({"database": typo}))
+    (tmp_path / "leak.json").write_text(_with_duplicate(db, test_vid, "train"))
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"results": {}}))
+    own_train = ["data.synthetic=false", f"data.feature_dir={os.path.join(world, 'features')}",
+                 "data.train_subset=train", "data.test_subset=test", "data.feat_dim=16",
+                 f"data.base_classes=[{','.join(meta['base'])}]", f"data.novel_classes=[{','.join(meta['novel'])}]",
+                 f"text.npz={os.path.join(world, 'vocab.npz')}", *MODEL]
+    st = ["stovtal.selftrain", "--stage", "base"]
+    cases = {
+        "selftrain model.nms.min_score=.nan": ([*st, "--workdir", str(tmp_path / "a"), "model.nms.min_score=.nan"],
+                                               ("model.nms.min_score",)),
+        "selftrain model.nms.sigma=.nan": ([*st, "--workdir", str(tmp_path / "a"), "model.nms.sigma=.nan"],
+                                           ("model.nms.sigma",)),
+        "selftrain train.weight_decay=.nan": ([*st, "--workdir", str(tmp_path / "a"), "train.weight_decay=.nan"],
+                                              ("train.weight_decay",)),
+        "selftrain train.lr=.inf": ([*st, "--workdir", str(tmp_path / "a"), "train.lr=.inf"], ("train.lr",)),
+        "selftrain model.pre_nms_threshold=.nan": ([*st, "--workdir", str(tmp_path / "a"),
+                                                    "model.pre_nms_threshold=.nan"], ("model.pre_nms_threshold",)),
+        "train train.lr=.inf": (["stovtal.train", "--workdir", str(tmp_path / "b"), "train.lr=.inf"],
+                                ("train.lr",)),
+        "feel localize.nms_iou=.nan": (["stovtal.feel", "--workdir", str(tmp_path / "c"), "localize.nms_iou=.nan"],
+                                       ("localize.nms_iou",)),
+        "feel localize.class_threshold=.nan": (["stovtal.feel", "--workdir", str(tmp_path / "c"),
+                                                "localize.class_threshold=.nan"], ("localize.class_threshold",)),
+        "feel localize.thresholds=[-1]": (["stovtal.feel", "--workdir", str(tmp_path / "c"),
+                                           "localize.thresholds=[-1]"], ("localize.thresholds",)),
+        "selftrain label not in the vocabulary": (
+            [*st, "--workdir", str(tmp_path / "d"),
+             *selftrain_data(world, **{"data.annotations": str(tmp_path / "typo.json")})],
+            (train_vid, "typo.json", "NotAClass")),
+        "train label not in the vocabulary": (
+            ["stovtal.train", "--workdir", str(tmp_path / "e"), *own_train,
+             f"data.annotation_file={tmp_path / 'typo.json'}"], (train_vid, "typo.json", "NotAClass")),
+        "selftrain test video repeated as train": (
+            [*st, "--workdir", str(tmp_path / "f"),
+             *selftrain_data(world, **{"data.annotations": str(tmp_path / "leak.json")})],
+            ("leak.json", test_vid, "twice")),
+        "eval ground truth repeated": (["stovtal.eval", "--gt", str(tmp_path / "leak.json"), "--pred", str(pred)],
+                                       ("leak.json", test_vid, "twice")),
+    }
+    results = run_all({k: v[0] for k, v in cases.items()})
+    for case, res in results.items():
+        assert_user_error(case, res, *cases[case][1])
+    assert not any((tmp_path / d).exists() for d in "abc")  # refused before any work
+
+
+def test_torchrun_ranks_stop_together_on_a_busy_work_directory(tmp_path):
+    """Rank 0 takes the work-directory lock for the job; when another run holds it, every rank
+    stops with the same one-line error (none waits for the others)."""
+    from stovtal.utils.workdir_lock import workdir_lock
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "stovtal.selftrain", "--workdir", str(tmp_path), "--quiet", "num_threads=1"]
+    with workdir_lock(tmp_path):
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]
+    assert all(f"in use by PID {os.getpid()}" in ln for ln in lines)
+    assert not (tmp_path / "world").exists()  # no rank started working

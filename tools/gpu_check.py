@@ -18,8 +18,7 @@ Parts, in order (the budget goes to the earlier ones first):
 - ``bench``: ``benchmarks/test_bench_cuda.py`` (CUDA events after warm-up; torchvision's
   CUDA ops and our CPU kernels in the same groups); the dry run runs the CPU half.
 - ``memcheck`` / ``racecheck``: ``compute-sanitizer`` on a small call of every kernel
-  (``tools/gpu_small_calls.py``), instrumenting the stovtal kernels only; the dry run runs
-  the same calls on the CPU.
+  (``tools/gpu_small_calls.py``); the dry run runs the same calls on the CPU.
 - ``selftrain`` / ``feel``: a tiny end-to-end run of each on CUDA (selftrain with AMP);
   the dry run validates their command lines (``--print-config``).
 """
@@ -27,6 +26,7 @@ Parts, in order (the budget goes to the earlier ones first):
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import glob
 import json
@@ -61,23 +61,23 @@ LIMITS = {
 REQUIRED = ("env", "build", "tests", "bench")
 NOT_SELECTED = "not selected (--only)"
 
-# Tiny pipeline runs: the point is that every stage runs on CUDA, not that it learns much.
-SELFTRAIN_TINY = [
-    "data.world.num_train=12", "data.world.num_web=16", "data.world.num_test=12",
-    "data.world.feat_dim=32", "data.world.snippets_range=[48,80]",
-    "model.embed_dim=16", "model.head_dim=16", "model.num_heads=2", "model.branch_layers=3",
-    "model.regression_ranges=[[0,4],[4,8],[8,16],[16,100000]]", "model.window=7",
-    "train.epochs=2", "train.batch_size=4", "train.amp=true",
-    "retrain.train.epochs=1", "retrain.train.amp=true",
-    "pseudo.shard_size=4", "pseudo.batch_size=4", "pseudo.threshold=0.2", "pseudo.min_num=1",
-    "eval.batch_size=6", "num_threads=1",
-]
-FEEL_TINY = [
-    "iterations=2", "num_threads=1",
-    "data.synthetic.num_web=60", "data.synthetic.num_test=20",
-    "cluster.n_init=3", "cluster.k1=8", "cluster.k2=3",
-    "model.embed_dim=32", "train.epochs=2", "train.batch_size=8",
-]
+# Tiny pipeline runs: the overrides the apps' own tests use for their tiny end-to-end runs
+# (read from those files, so they follow the apps' configs), on CUDA, selftrain with AMP.
+TINY_SOURCES = {
+    "selftrain": (os.path.join("tests", "selftrain", "conftest.py"), "TINY", ["train.amp=true"]),
+    "feel": (os.path.join("tests", "feel", "test_pipeline.py"), "TINY", []),
+}
+
+
+def tiny_overrides(app: str) -> list[str]:
+    """The ``key=value`` list ``TINY`` of the app's test file, plus this check's additions."""
+    path, name, extra = TINY_SOURCES[app]
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return [str(x) for x in ast.literal_eval(node.value)] + extra
+    raise ValueError(f"{path}: no list {name} of tiny-run overrides")
 
 
 @dataclass
@@ -261,6 +261,8 @@ class Checker:
             return
         env = dict(self.env, STOVTAL_CUDA="ON", PYTHON=PY,
                    CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+        if not shutil.which("nvcc") and "CUDACXX" not in env and os.path.exists("/usr/local/cuda/bin/nvcc"):
+            env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # a toolkit that is not on the PATH
         build_dir = self.build_dir or os.path.join(ROOT, "build", f"gpu-check-sm{self.arch}")
         ok, out = self.cmd(part, ["bash", os.path.join(ROOT, "tools", "build_inplace.sh"), build_dir,
                                   f"-DCMAKE_CUDA_ARCHITECTURES={self.arch}"], limit, env)
@@ -327,15 +329,10 @@ class Checker:
             # one cudaMalloc per tensor, so that an access past a tensor's end is outside
             # every allocation (the caching allocator would hide it inside its blocks)
             env = dict(self.env, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-            flags = ["--tool", tool, "--error-exitcode", "3", "--kernel-name", "kns=stovtal"]
-            if tool == "racecheck":
-                flags += ["--racecheck-report", "all"]
+            # every kernel of the calls is instrumented (torch's too): a kernel-name filter
+            # that matched nothing would pass silently
+            flags = ["--tool", tool, "--error-exitcode", "3"]
             rc, out, _ = run_limited([sanitizer, *flags, *calls, "--device", "cuda"], self.log, limit, env)
-            if rc is not None and rc != 0 and "ERROR SUMMARY" not in out and "kernel-name" in out:
-                # an older compute-sanitizer without the kernel filter: instrument everything
-                flags = [f for f in flags if f not in ("--kernel-name", "kns=stovtal")]
-                rc, out, _ = run_limited([sanitizer, *flags, *calls, "--device", "cuda"], self.log,
-                                         max(self.deadline - time.monotonic(), 10), env)
             summary = [ln for ln in out.splitlines() if "ERROR SUMMARY" in ln or "RACECHECK SUMMARY" in ln]
             part.data["summary"] = summary
             if rc is None:
@@ -374,7 +371,8 @@ class Checker:
         workdir = os.path.join(self.work, "selftrain")
         shutil.rmtree(workdir, ignore_errors=True)
         device = "cpu" if self.dry_run else "cuda"
-        cmd = [PY, "-m", "stovtal.selftrain", "--workdir", workdir, "--quiet", f"device={device}", *SELFTRAIN_TINY]
+        cmd = [PY, "-m", "stovtal.selftrain", "--workdir", workdir, "--quiet", *tiny_overrides("selftrain"),
+               f"device={device}"]
         if self.dry_run:
             ok, out = self.cmd(part, cmd + ["--print-config"], limit)
             if ok:
@@ -401,7 +399,7 @@ class Checker:
         workdir = os.path.join(self.work, "feel")
         shutil.rmtree(workdir, ignore_errors=True)
         device = "cpu" if self.dry_run else "cuda"
-        overrides = [f"device={device}", *FEEL_TINY]
+        overrides = [*tiny_overrides("feel"), f"device={device}"]
         if self.dry_run:
             code = ("import sys; from stovtal.feel.config import load_config; "
                     "load_config(None, sys.argv[1:]); print('feel overrides ok')")

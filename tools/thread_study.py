@@ -8,8 +8,10 @@ idle threads spin), involuntary context switches, and the 1-minute load average 
 
 Settings: ``default`` (torch's own thread count: one per core), ``1`` (one thread), ``passive``
 (torch's count with ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning)
-and ``auto`` (``stovtal.utils.threads.default_num_threads()``, sized from the CPUs this process may
-use and the load average).
+and ``auto`` (a load-aware count: the CPUs this process may use minus the 1-minute load average,
+rounded, at least 1). A worker imports torch before stovtal, so ``default`` and ``1`` keep the
+OpenMP runtime's own wait policy (stovtal sets ``OMP_WAIT_POLICY=PASSIVE`` only when it is
+imported first, as by ``python -m stovtal.*``).
 
 Usage: ``python tools/thread_study.py --workdir /tmp/ts --rounds 3 --epochs 2``
 """
@@ -28,19 +30,24 @@ import time
 SETTINGS = ("default", "1", "passive", "auto")
 
 
+def load_aware_threads() -> int:
+    """``len(sched_getaffinity) - loadavg(1 min)``, rounded, within ``[1, cpus]``."""
+    cpus = len(os.sched_getaffinity(0))
+    return int(min(cpus, max(1, round(cpus - os.getloadavg()[0]))))
+
+
 def worker(workdir: str, setting: str, epochs: int) -> dict[str, float]:
-    import torch
+    import torch  # first: the OpenMP runtime reads OMP_WAIT_POLICY as the environment has it
 
     from stovtal.data import collate_videos
     from stovtal.engine import Trainer, seed_everything
     from stovtal.selftrain.config import SelfTrainConfig
     from stovtal.selftrain.stages import make_context
-    from stovtal.utils.threads import default_num_threads
 
     if setting == "1":
         torch.set_num_threads(1)
     elif setting == "auto":
-        torch.set_num_threads(default_num_threads())
+        torch.set_num_threads(load_aware_threads())
     cfg = SelfTrainConfig(progress=False)
     cfg.data.world = {"num_train": 24, "num_web": 2, "num_test": 2}
     ctx = make_context(cfg, workdir, log=lambda s: None)

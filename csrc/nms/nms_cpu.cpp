@@ -218,6 +218,12 @@ struct IntervalIndex {
     return static_cast<double>(c.lmax) >= len * ratio && static_cast<double>(c.lmin) <= len / ratio;
   }
 
+  // First slot of class c whose start is >= bs - reach.
+  int64_t window_begin(const Class& c, acc_t bs) const {
+    const acc_t* first = s.data() + c.begin;
+    return std::lower_bound(first, first + c.count, static_cast<acc_t>(bs - c.reach)) - s.data();
+  }
+
   // Slots [first, last) of class c whose start is in [bs - reach, be).
   std::pair<int64_t, int64_t> window(const Class& c, acc_t bs, acc_t be) const {
     const acc_t* first = s.data() + c.begin;
@@ -551,49 +557,57 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
     drop(best);
     if (best_slot >= 0) {
       const acc_t bs = start[best], be = end[best], bl = length[best];
-      for (auto& cls : index.classes) {
+      // Three passes so that the weights (the costly part) are computed in a
+      // loop of independent iterations: the overlapping live slots of every
+      // class and their IoUs, their weights, then the decay.
+      hit_slot.clear();
+      hit_iou.clear();
+      for (const auto& cls : index.classes) {
         if (!index.compatible(cls, bl, ratio)) continue;
-        const auto [first, last] = index.window(cls, bs, be);
-        // Three passes so that the weights (the costly part) are computed in
-        // a loop of independent iterations: the overlapping live slots and
-        // their IoUs, their weights, then the decay.
-        hit_slot.clear();
-        hit_iou.clear();
-        for (int64_t i = first; i < last; ++i) {
+        const int64_t first = index.window_begin(cls, bs);
+        const int64_t stop = cls.begin + cls.count;
+        for (int64_t i = first; i < stop && index.s[i] < be; ++i) {
           if (!index.alive[i]) continue;
           const acc_t rs = index.s[i], re = index.e[i];
           if (!(std::min(be, re) - std::max(bs, rs) > acc_t(0))) continue;
           hit_slot.push_back(i);
           hit_iou.push_back(segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]));
         }
-        const int64_t hits = static_cast<int64_t>(hit_slot.size());
-        hit_weight.resize(hits);
-        if (prm.method == kSoftNmsGaussian) {
-          const acc_t sigma = prm.sigma;
-          const acc_t* iou = hit_iou.data();
-          acc_t* weight = hit_weight.data();
-          for (int64_t h = 0; h < hits; ++h) {
-            // = soft_nms_weight (a hit has inter > 0, so iou > 0 unless it underflows)
-            weight[h] = iou[h] > acc_t(0) ? gaussian_weight(iou[h], sigma) : acc_t(1);
-          }
-        } else {
-          for (int64_t h = 0; h < hits; ++h) {
-            hit_weight[h] = soft_nms_weight(hit_iou[h], prm.iou_threshold, prm.sigma, prm.method);
-          }
-        }
+      }
+      const int64_t hits = static_cast<int64_t>(hit_slot.size());
+      hit_weight.resize(hits);
+      if (prm.method == kSoftNmsGaussian) {
+        const acc_t sigma = prm.sigma;
+        const acc_t* iou = hit_iou.data();
+        acc_t* weight = hit_weight.data();
         for (int64_t h = 0; h < hits; ++h) {
-          const int64_t i = hit_slot[h];
-          const acc_t old_score = index.score[i];
-          const acc_t new_score = old_score * hit_weight[h];
-          if (new_score < prm.min_score) {
-            live[index.pos[i]] = 0;
-            index.kill(i, cls);
-            continue;
-          }
-          index.score[i] = new_score;
-          if (new_score > old_score) push(new_score, index.pos[i]);
+          // = soft_nms_weight (a hit has inter > 0, so iou > 0 unless it underflows)
+          weight[h] = iou[h] > acc_t(0) ? gaussian_weight(iou[h], sigma) : acc_t(1);
         }
-        index.maybe_compact(cls);
+      } else {
+        for (int64_t h = 0; h < hits; ++h) {
+          hit_weight[h] = soft_nms_weight(hit_iou[h], prm.iou_threshold, prm.sigma, prm.method);
+        }
+      }
+      bool any_drop = false;
+      for (int64_t h = 0; h < hits; ++h) {
+        const int64_t i = hit_slot[h];
+        const acc_t old_score = index.score[i];
+        const acc_t new_score = old_score * hit_weight[h];
+        if (new_score < prm.min_score) {
+          const int64_t p = index.pos[i];
+          live[p] = 0;
+          index.kill(i, index.classes[index.class_of[p]]);
+          any_drop = true;
+          continue;
+        }
+        index.score[i] = new_score;
+        if (new_score > old_score) push(new_score, index.pos[i]);
+      }
+      if (any_drop) {
+        for (auto& cls : index.classes) index.maybe_compact(cls);
+      } else {
+        index.maybe_compact(index.classes[index.class_of[best]]);
       }
     }
     if (count == 1) {

@@ -209,7 +209,7 @@ def load_annotations(path: str | os.PathLike, subset: str | None = None,
                      require_duration: bool = True) -> dict[str, Any]:
     """Read and validate an annotation JSON file (see :func:`validate_annotations`)."""
     path = os.fspath(path)
-    return validate_annotations(read_json(path), path, subset, classes, on_error,
+    return validate_annotations(read_json(path, unique_keys=True), path, subset, classes, on_error,
                                 require_duration=require_duration)
 
 
@@ -271,7 +271,7 @@ def load_predictions(path: str | os.PathLike, classes: Iterable[str] | None = No
                      allow_reversed: bool = False) -> dict[str, Any]:
     """Read and validate a prediction JSON file; returns ``{"results": {...}}``."""
     path = os.fspath(path)
-    return {"results": validate_predictions(read_json(path), path, classes, allow_reversed)}
+    return {"results": validate_predictions(read_json(path, unique_keys=True), path, classes, allow_reversed)}
 
 
 def write_predictions(path: str | os.PathLike, results: Mapping[str, list[Mapping[str, Any]]],

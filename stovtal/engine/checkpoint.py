@@ -95,7 +95,7 @@ def check_state_dict(module: torch.nn.Module, state_dict: Any, path: str | os.Pa
     if shapes:
         k, theirs, ours = shapes[0]
         parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {list(theirs)} in the file, {list(ours)} in the model)")
-    raise ValueError(f"{path}: the checkpoint does not fit the model: {', '.join(parts)}; it was made with "
+    raise ValueError(f"{path}: the weights do not fit the model: {', '.join(parts)}; the file was made with "
                      "another architecture or model configuration")
 
 

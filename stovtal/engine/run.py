@@ -43,10 +43,11 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
     """Annotations of the training subset restricted to videos whose actions are all base
-    classes (videos with a novel action are dropped, so novel actions never act as background)."""
+    classes (videos with a novel action are dropped, so novel actions never act as background).
+    A label that is neither base nor novel is an error naming the video and the file."""
     from stovtal.data.formats import load_annotations
 
-    db = load_annotations(spec.annotation_file)["database"]
+    db = load_annotations(spec.annotation_file, subset=spec.train_subset, classes=spec.classes)["database"]
     base = set(spec.base)
     keep = {
         vid: info for vid, info in db.items()

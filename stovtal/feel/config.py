@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
+from stovtal.utils.finite import check_finite
+
 __all__ = [
     "ClusterConfig",
     "DataConfig",
@@ -192,6 +194,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         except Exception as exc:
             raise ValueError(f"invalid override {overrides}: {exc}") from None
+    check_finite(OmegaConf.to_container(cfg, resolve=True))  # before the value checks
     obj: FeelConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     _validate(obj)
     return obj
@@ -226,3 +229,12 @@ def _validate(cfg: FeelConfig) -> None:
         raise ValueError(f"localize.oic_margins must be 'round' or 'cola', got {cfg.localize.oic_margins!r}")
     if not cfg.tiou_thresholds or any(not 0 < t <= 1 for t in cfg.tiou_thresholds):
         raise ValueError(f"tiou_thresholds must be in (0, 1], got {cfg.tiou_thresholds}")
+    loc = cfg.localize
+    for key in ("thresholds", "actionness_thresholds"):
+        bad = [t for t in getattr(loc, key) if not 0 <= t <= 1]
+        if bad or (key == "thresholds" and not loc.thresholds and not loc.use_actionness):
+            raise ValueError(f"localize.{key}: every threshold must be in [0, 1] (on the min-max normalised CAS), got "
+                             f"{list(getattr(loc, key))}")
+    for key in ("class_threshold", "nms_iou"):
+        if not 0 <= getattr(loc, key) <= 1:
+            raise ValueError(f"localize.{key} must be in [0, 1], got {getattr(loc, key)}")

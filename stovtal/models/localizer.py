@@ -156,6 +156,8 @@ class LocalizerConfig:
             raise ValueError(f"localizer.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.pre_nms_topk < 1:
             raise ValueError(f"localizer.pre_nms_topk must be >= 1, got {self.pre_nms_topk}")
+        if not 0.0 <= self.pre_nms_threshold < 1.0:  # a probability; >= 1 would keep no proposal
+            raise ValueError(f"localizer.pre_nms_threshold must be in [0, 1), got {self.pre_nms_threshold}")
 
     @property
     def num_levels(self) -> int:

@@ -38,8 +38,8 @@ class NMSConfig:
             raise ValueError(f"NMS iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.sigma <= 0:
             raise ValueError(f"NMS sigma must be > 0, got {self.sigma}")
-        if self.min_score < 0:
-            raise ValueError(f"NMS min_score must be >= 0, got {self.min_score}")
+        if not 0.0 <= self.min_score < 1.0:  # a score floor; >= 1 would keep nothing
+            raise ValueError(f"NMS min_score must be in [0, 1), got {self.min_score}")
         if self.voting_threshold > 1.0:
             raise ValueError(f"NMS voting_threshold must be <= 1, got {self.voting_threshold}")
 

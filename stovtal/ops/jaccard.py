@@ -17,8 +17,12 @@ _SEMANTICS = """
 
     1. ``initial_rank[i]``: the k1 nearest rows of row i under squared
        Euclidean distance, i itself included (normally first); ties go to the
-       lower index. The ranking is exact: candidates found by a blocked
-       matmul are re-ranked with per-pair distances in float64.
+       lower index. The ranking is exact: candidates are pre-selected from
+       a blocked Gram matrix (float32 for float32 features) whose rounding
+       is bounded; candidates whose keys lie within that bound of each other
+       are ordered by per-pair distances in float64, and rows whose
+       candidates are not proven to hold their k1 nearest are searched again
+       with more candidates.
     2. ``R(i, k)``: the members j of ``initial_rank[i, :k+1]`` (in rank order)
        whose own ``initial_rank[j, :k+1]`` contains i (``initial_rank`` has
        only k1 columns, so ``R(i, k1)`` looks at k1 entries).
@@ -75,7 +79,8 @@ def jaccard_distance_topk(
 
     Same distance as :func:`jaccard_distance`, but only ``m`` entries per row
     are returned, with O(N * (k1 + m)) memory beyond the features: the kNN
-    search is blocked (chunked matmul + top-k, exact re-ranking), V is stored
+    search is blocked (on CPU, 256 x 256 tiles of the upper half of the Gram
+    matrix, screened while in cache; on CUDA, chunked matmul + top-k), V is stored
     sparsely (~k1 nonzeros per row, CSR) and the min-sums run over an inverted
     index (V's transpose) with one sparse accumulator per thread.
 

@@ -182,16 +182,12 @@ def _(segments, scores, iou_threshold, labels=None, max_keep=-1):
     return segments.new_empty((_num_kept(segments),), dtype=torch.long)
 
 
-def _fake_temporal_nms_banded(segments, scores, iou_threshold, labels, max_keep, band_bytes):
+@torch.library.register_fake("stovtal::_temporal_nms_banded")
+def _(segments, scores, iou_threshold, labels, max_keep, band_bytes):
+    """Private op: the CUDA kernel's banded suppression mask (csrc/nms/nms_banded.h) on the
+    CPU, with the band size as an argument, so that tests can cross band edges."""
     _check_fake("_temporal_nms_banded", segments, scores, labels)
     return segments.new_empty((_num_kept(segments),), dtype=torch.long)
-
-
-# The private test op of the CUDA kernel's banded mask (csrc/nms/nms_banded.h).
-# A library compiled before it existed still serves every public op; the
-# op's own tests then fail, saying it is missing, until the library is rebuilt.
-if hasattr(torch.ops.stovtal, "_temporal_nms_banded"):
-    torch.library.register_fake("stovtal::_temporal_nms_banded")(_fake_temporal_nms_banded)
 
 
 @torch.library.register_fake("stovtal::soft_nms")

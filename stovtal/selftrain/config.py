@@ -209,7 +209,8 @@ class SelfTrainConfig:
     """The whole pipeline.
 
     ``seed`` seeds training (base and retraining); ``num_threads`` sets ``torch.set_num_threads``
-    (0: torch's default; 1 is much faster on a CPU shared with other jobs). ``model`` and
+    (0: torch's default, one per core; idle OpenMP workers sleep, see ``stovtal/__init__.py``,
+    so this also holds up on a CPU shared with other jobs). ``model`` and
     ``train`` are overrides of ``LocalizerConfig`` / ``TrainConfig``; their defaults here are
     small, for the synthetic world on a 2-core CPU.
     """
@@ -288,6 +289,9 @@ def validate(cfg: SelfTrainConfig, check_paths: bool = True) -> None:
 
     Raises :class:`ConfigError` naming the key. Model/train sections are checked by building
     their dataclasses (which raise ``ValueError`` with the key)."""
+    from stovtal.utils.finite import check_finite
+
+    check_finite(cfg, ConfigError)
     _need(cfg.num_threads >= 0, "num_threads", f"must be >= 0, got {cfg.num_threads}")
     p = cfg.pseudo
     _need(p.threshold_mode in THRESHOLD_MODES, "pseudo.threshold_mode",

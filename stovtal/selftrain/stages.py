@@ -117,7 +117,9 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
     missing = sorted(set(d.base_classes + d.novel_classes) - set(names))
     if missing:
         raise ConfigError(f"data.base_classes/novel_classes: not in the vocabulary {d.vocab}: {missing[:10]}")
-    ann = load_annotations(d.annotations)["database"]
+    # every label of the labelled set must be a class of the run (else a typo'd label would
+    # silently become an action of no class); the error names the video and the file
+    ann = load_annotations(d.annotations, classes=d.base_classes + d.novel_classes)["database"]
     unl = load_annotations(d.unlabelled, subset=d.unlabelled_subset)["database"]
     gt = load_annotations(d.unlabelled_gt)["database"] if d.unlabelled_gt else None
     return Data(
@@ -257,6 +259,10 @@ class Context:
         kept = {vid: info for vid, info in self.data.annotations.items()
                 if info.get("subset") == self.data.train_subset
                 and all(a["label"] in base for a in info.get("annotations", []))}
+        n_train = sum(info.get("subset") == self.data.train_subset for info in self.data.annotations.values())
+        if len(kept) < n_train:
+            self.log(f"labelled set: {len(kept)} of the {n_train} videos of subset {self.data.train_subset!r}; "
+                     f"{n_train - len(kept)} with a novel-class action are left out")
         db = class_agnostic(kept)
         if not db["database"]:
             raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "

@@ -80,12 +80,31 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Load a JSON file; errors name the file."""
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(dup)
+    return d
+
+
+def read_json(path: str | os.PathLike, unique_keys: bool = False) -> Any:
+    """Load a JSON file; errors name the file.
+
+    ``unique_keys``: a key repeated in one object (e.g. a video id given twice, of which JSON
+    keeps only the last copy) is an error naming the key, instead of a silent loss."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_unique_pairs if unique_keys else None)
+    except _DuplicateKey as exc:
+        raise ValueError(f"{path}: the key {exc.args[0]!r} appears twice in one object (a video id "
+                         "must appear once; JSON would keep only the last copy)") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:

@@ -18,7 +18,8 @@ import torch
 
 # Tiny localizer without drop-path (its randomness is drawn per rank, see Trainer's docstring).
 MODEL = dict(input_dim=32, embed_dim=16, head_dim=16, num_heads=2, branch_layers=3, window=7,
-             regression_ranges=[[0, 4], [4, 8], [8, 16], [16, 100000]], path_drop=0.0, pad_to_max_seq_len=False)
+             regression_ranges=[[0, 4], [4, 8], [8, 16], [16, 100000]], path_drop=0.0, proj_drop=0.0,
+             max_seq_len=96, pad_to_max_seq_len=True)
 WORLD = dict(num_train=2, num_test=2, num_web=24, feat_dim=32, snippets_range=[48, 80])
 
 

@@ -174,3 +174,15 @@ def test_scale_runs_nested_subsets_and_reports_a_curve(tiny_run, tmp_path):
     assert res["selftrained"]["CN"] == final["CN"]["average_mAP"]
     assert os.path.getsize(os.path.join(work, "plots", "scale.png")) > 0
     assert "## Scale" in open(os.path.join(work, "report.md")).read()
+
+
+def test_exported_seconds_sum_the_epochs_of_every_run(tiny_run):
+    """``seconds`` of an exported model counts the epochs of all runs (the epoch history travels
+    in ``last.pt`` through a resume), not only the last invocation's."""
+    from stovtal.engine.checkpoint import load_checkpoint, load_model
+
+    ctx, _ = tiny_run
+    history = load_checkpoint(ctx.path("base", "last.pt"))["history"]
+    assert len(history) == 2
+    seconds = load_model(ctx.path("base", "model.pt")).meta["seconds"]
+    assert seconds == pytest.approx(sum(h["time_s"] for h in history)) and seconds > 0

@@ -1,5 +1,5 @@
 """Work directories: the advisory lock, umask-honouring atomic writes, stale temporaries,
-the one-line error contract of the commands, and the load-aware thread count."""
+and the one-line error contract of the commands."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from stovtal.utils.cli import cli_entry, error_line
 from stovtal.utils.fileio import atomic_write_json, remove_stale_temporaries
-from stovtal.utils.threads import default_num_threads
 from stovtal.utils.workdir_lock import LOCK_FILE, WorkdirBusy, critical_section, workdir_lock
 
 
@@ -119,10 +118,3 @@ def test_cli_entry_contract(capsys, monkeypatch):
         main(["user"])
     assert main([]) == 0
 
-
-def test_default_num_threads():
-    assert default_num_threads(cpus=2, load=0.0) == 2  # idle: one per CPU, torch's default
-    assert default_num_threads(cpus=2, load=1.2) == 1
-    assert default_num_threads(cpus=2, load=15.0) == 1  # never 0
-    assert default_num_threads(cpus=16, load=4.4) == 12
-    assert 1 <= default_num_threads() <= (os.cpu_count() or 1)
