@@ -258,11 +258,18 @@ def test_torchrun_ranks_stop_together_on_a_busy_work_directory(tmp_path):
     stops with the same one-line error (none waits for the others)."""
     from stovtal.utils.workdir_lock import workdir_lock
 
+    work, logs = tmp_path / "work", tmp_path / "logs"
+    work.mkdir()
+    # each rank's stderr in its own file (-r 2), so that the ranks' lines cannot interleave
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "stovtal.selftrain", "--workdir", str(tmp_path), "--quiet", "num_threads=1"]
-    with workdir_lock(tmp_path):
+           "--log-dir", str(logs), "-r", "2",
+           "-m", "stovtal.selftrain", "--workdir", str(work), "--quiet", "num_threads=1"]
+    with workdir_lock(work):
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]
-    assert all(f"in use by PID {os.getpid()}" in ln for ln in lines)
-    assert not (tmp_path / "world").exists()  # no rank started working
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    rank_logs = sorted(logs.rglob("stderr.log"))
+    assert len(rank_logs) == 2, (rank_logs, proc.stderr[-3000:])
+    for log in rank_logs:
+        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and f"in use by PID {os.getpid()}" in lines[0], log.read_text()[-3000:]
+    assert not (work / "world").exists()  # no rank started working
