@@ -301,7 +301,13 @@ class RetrainConfig:
         teacher_decay: EMA decay of the teacher.
         teacher_init: the teacher starts from the base model's ``raw`` weights (the authors'
             choice) or from its ``ema`` weights.
-        student_init: ``scratch`` (the authors' choice) or ``base``.
+        student_init: ``base`` (the student starts from the base model's raw weights) or
+            ``scratch`` (the authors' choice: a fresh initialisation). Default ``base``, chosen on
+            a held-out synthetic world (``data.world.seed=7``, training seed 0, 1k unlabelled
+            videos, 1 thread): base model CB / CN / GZSL avg mAP 79.65 / 36.44 / 58.42;
+            self-trained from ``scratch`` 54.83 / 35.43 / 43.43 (at this schedule, ~1200 steps at
+            a peak lr of 5e-5, a fresh student does not relearn the labelled classes), from
+            ``base`` 79.51 / 40.21 / 60.05 (CB within 1 point of the base model, GZSL +1.6).
         consistency_weight: weight of the teacher-student consistency loss (MSE between the
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
         refresh_every: re-pseudo-label the unlabelled videos with the teacher every R epochs
@@ -321,7 +327,7 @@ class RetrainConfig:
     epochs: int = 2
     teacher_decay: float = 0.999
     teacher_init: str = "raw"
-    student_init: str = "scratch"
+    student_init: str = "base"
     consistency_weight: float = 0.0
     refresh_every: int = 0
     labelled_fraction: float = 0.5

@@ -1,8 +1,8 @@
 """Mean Teacher retraining of the class-agnostic localizer.
 
 Training set: the labelled videos (labels made class-agnostic) plus the pseudo-labelled ones.
-The student is trained by gradient descent (from scratch by default, as the authors do, or from
-the base model); the teacher is an exponential moving average of the student,
+The student is trained by gradient descent (from the base model's raw weights by default, or
+from scratch as the authors do: ``retrain.student_init``); the teacher is an exponential moving average of the student,
 ``teacher = d * teacher + (1 - d) * student`` after every step (d = 0.999), initialised from the
 base model's raw weights (the authors' choice; its EMA weights with ``retrain.teacher_init=ema``).
 The teacher is what is evaluated and exported.
