@@ -14,6 +14,7 @@ section             type (this module, or the model's own config dataclass)
                     ``stovtal.models.cola.CoLAConfig`` (``feel``)
 ``text``            :class:`TextConfig` (``train``, ``infer``)
 ``adapter``         :class:`AdapterTrainConfig` (``train`` with ``classifier.adapter=true``)
+``base``            :class:`BaseModelConfig` (``selftrain``: train the base model or read it)
 ``pseudo``,         :class:`PseudoLabelConfig`, :class:`RetrainConfig` (``selftrain``)
 ``retrain``
 ``cluster``,        :class:`ClusterConfig`, :class:`IISConfig`,
@@ -59,6 +60,7 @@ from stovtal.utils.finite import check_finite
 __all__ = [
     "FIELD_RULES",
     "AdapterTrainConfig",
+    "BaseModelConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",
@@ -232,6 +234,26 @@ class EvalConfig:
 
     tiou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
     batch_size: int = 8
+
+
+@dataclass
+class BaseModelConfig:
+    """The base model of ``python -m stovtal.selftrain``: trained, or read from a file.
+
+    ``checkpoint``: empty (default): the ``base`` stage trains the class-agnostic localizer on
+    the labelled base-class videos. Else a stovtal model file of a class-agnostic localizer
+    (``head_num_classes`` 1) whose ``input_dim`` is the features' dimension, e.g. an
+    ActionFormer / STOV-TAL checkpoint converted with ``python -m stovtal.convert actionformer
+    CKPT --out model.pt``, or another run's ``base/model.pt``: the ``base`` stage copies its
+    weights to the work directory's ``base/model.pt`` instead of training (its ``stage.json``
+    records the file's path and SHA-256, which enters the fingerprints of every later stage).
+    The run's ``model`` section is then the file's model config, with the ``model.*`` keys the
+    run sets (those differing from selftrain's defaults, e.g. decoding or dropout settings) on
+    top; keys that change the weights' shapes are errors. The file holds one set of weights, so
+    the retraining's teacher starts from them whatever ``retrain.teacher_init`` says.
+    """
+
+    checkpoint: str = ""
 
 
 @dataclass
@@ -433,7 +455,9 @@ class SelfTrainConfig:
     stay at their defaults); ``num_threads`` sets ``torch.set_num_threads`` (0: torch's
     default; 1 is much faster on a CPU shared with other jobs). The ``model`` and ``train``
     defaults are small, for the synthetic world on a 2-core CPU. ``scale``: numbers of
-    unlabelled videos, one self-training run each (``--scale``).
+    unlabelled videos, one self-training run each (``--scale``). ``base.checkpoint``: start
+    from a given base model (e.g. a converted ActionFormer checkpoint) instead of training one
+    (:class:`BaseModelConfig`).
     """
 
     seed: int = 0
@@ -443,6 +467,7 @@ class SelfTrainConfig:
     data: DataConfig = field(default_factory=_selftrain_data)
     model: LocalizerConfig = field(default_factory=_selftrain_model)
     train: TrainConfig = field(default_factory=_selftrain_train)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
@@ -879,6 +904,9 @@ def _validate_selftrain(cfg: SelfTrainConfig, check_paths: bool) -> None:
     except ConfigError as exc:
         raise ConfigError(f"retrain.{exc}") from None
     _check_localizer_train(retrain, "retrain.train")
+    ckpt = cfg.base.checkpoint
+    if ckpt and check_paths:  # its contents are checked against the data by stovtal.selftrain.basemodel
+        _need(os.path.isfile(ckpt), "base.checkpoint", f"file {ckpt!r} does not exist")
     d = cfg.data
     if d.is_synthetic:
         _check_world(d.world)

@@ -118,6 +118,22 @@ def test_bad_inputs_of_selftrain(world, tmp_path):
     names["other_architecture"] = (str(other / "base" / "last.pt"), "do not fit")
     cases["config_nan"] = ["stovtal.selftrain", "--workdir", str(tmp_path / "x"), "pseudo.threshold=.nan"]
     names["config_nan"] = ("pseudo.threshold",)
+    # base.checkpoint: a missing file, a localizer for 8-d features (the data's are 16-d), a class-aware one
+    from stovtal.engine.checkpoint import save_model
+
+    missing = str(tmp_path / "no_such_model.pt")
+    for case, kw in (("base_missing", None), ("base_input_dim", {"input_dim": 8}),
+                     ("base_class_aware", {"input_dim": 16, "head_num_classes": 3})):
+        path = missing
+        if kw is not None:
+            path = str(tmp_path / f"{case}.pt")
+            cfg = LocalizerConfig(embed_dim=8, head_dim=8, num_heads=2, window=7, **kw)
+            save_model(path, cfg, ActionLocalizer(cfg).state_dict())
+        cases[case] = ["stovtal.selftrain", "--stage", "base", "--workdir", str(tmp_path / f"run_{case}"),
+                       *selftrain_data(world, **{"base.checkpoint": path})]
+        names[case] = ("base.checkpoint", path)
+    names["base_input_dim"] += ("input_dim 8", "16 channels")
+    names["base_class_aware"] += ("class-aware",)
     results = run_all(cases)
     for case, res in results.items():
         assert_user_error(case, res, *names[case])

@@ -1,8 +1,9 @@
 """``python -m stovtal.convert actionformer CKPT --out model.pt [--config cfg.yaml] [--weights ema|model]``.
 
 Converts an ActionFormer / STOV-TAL localizer checkpoint into a stovtal model file (weights +
-the ``LocalizerConfig`` that builds them), usable by ``python -m stovtal.infer``. ``--config``
-is the authors' YAML the model was trained with (e.g. ActionFormer's
+the ``LocalizerConfig`` that builds them), usable by ``python -m stovtal.infer`` and, for a
+class-agnostic checkpoint, as ``python -m stovtal.selftrain``'s base model
+(``base.checkpoint``). ``--config`` is the authors' YAML the model was trained with (e.g. ActionFormer's
 ``configs/thumos_i3d.yaml``): it supplies what tensor shapes do not show (attention windows,
 heads, position encoding, max_seq_len, regression ranges, loss and decoding settings);
 without it those take ActionFormer's defaults, listed on stderr.

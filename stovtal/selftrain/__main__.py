@@ -25,7 +25,9 @@ from .stages import STAGES
 
 EPILOG = """\
 stages (each skipped when its output exists, so a killed run resumes):
-  base         train the class-agnostic localizer on the labelled base-class videos
+  base         train the class-agnostic localizer on the labelled base-class videos (with
+               base.checkpoint=model.pt: copy that model file instead, e.g. a converted
+               ActionFormer checkpoint from python -m stovtal.convert)
   pseudolabel  pseudo-label the unlabelled videos with the base model's EMA weights (sharded)
   retrain      Mean Teacher retraining on labelled + pseudo-labelled videos
   eval         CB / CN / GZSL mAP of the base and self-trained models on the test set

@@ -170,6 +170,7 @@ class Context:
     log: Callable[[str], None] = print
     job: int = 0  # independent job i of num_jobs (--shard i/n): pseudo-labelling shards
     num_jobs: int = 1
+    base_checkpoint: dict[str, Any] = field(default_factory=dict)  # base.checkpoint's record (basemodel.py)
 
     @property
     def layout(self) -> SelfTrainLayout:
@@ -208,9 +209,12 @@ class Context:
     # the stages accept as well (``fingerprints``).
     def fp_base(self, ints: bool = False) -> str:
         c, d = self.cfg, SelfTrainConfig()
-        return fingerprint({"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
-                            "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
-                            "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"})
+        fp = {"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
+              "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
+              "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
+        if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
+            fp["base_checkpoint"] = self.base_checkpoint["sha256"]
+        return fingerprint(fp)
 
     def fp_pseudo(self, n: int, ints: bool = False) -> str:
         p = dataclasses.asdict(self.cfg.pseudo)
@@ -262,13 +266,14 @@ class Context:
         load_weights(model, load_model(path).state_dict, path)
         return model.to(self.device).eval()
 
-    def export_model(self, path: str, state_dict: Mapping[str, torch.Tensor], seconds: float) -> None:
+    def export_model(self, path: str, state_dict: Mapping[str, torch.Tensor], seconds: float,
+                     meta: Mapping[str, Any] | None = None) -> None:
         """Write a localizer in the model format (:func:`stovtal.engine.checkpoint.save_model`)
-        with the run config that ``python -m stovtal.infer`` needs to run it."""
+        with the run config that ``python -m stovtal.infer`` needs to run it (and ``meta``)."""
         from stovtal.engine.checkpoint import save_model
 
         save_model(path, self.localizer_config(), dict(state_dict),
-                   meta={"run_config": self.run_config(), "seconds": seconds})
+                   meta={"run_config": self.run_config(), "seconds": seconds, **(meta or {})})
 
     def run_config(self) -> dict[str, Any]:
         """The data, text, classifier and model settings of this run as a
@@ -335,7 +340,15 @@ def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] 
         data = resolve_data(cfg, workdir, log)
     if not cfg.data.is_synthetic:
         cfg.data.feat_dim = data.feat_dim
-    return Context(cfg, workdir, data, D.local_device(resolve_device(cfg.device)), log)
+    base_checkpoint: dict[str, Any] = {}
+    if cfg.base.checkpoint:
+        from .basemodel import given_base_model
+
+        cfg.model, base_checkpoint = given_base_model(cfg, data.feat_dim)
+        log(f"base model: {base_checkpoint['path']} (sha256 {base_checkpoint['sha256'][:16]}); "
+            "the base stage copies it instead of training")
+    return Context(cfg, workdir, data, D.local_device(resolve_device(cfg.device)), log,
+                   base_checkpoint=base_checkpoint)
 
 
 # --------------------------------------------------------------------------- stage bookkeeping
@@ -379,12 +392,18 @@ def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], wh
 
 
 def stage_base(ctx: Context) -> str:
-    """Train the class-agnostic localizer on the labelled (base-class) videos; export EMA weights."""
+    """Train the class-agnostic localizer on the labelled (base-class) videos; export EMA weights.
+    With ``base.checkpoint``: write that file's weights as the base model instead."""
     from stovtal.data import collate_videos
     from stovtal.engine import Trainer
 
     out_dir, out = ctx.layout.base_dir, ctx.layout.base_model
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_base), "base"):
+        return out
+    if ctx.base_checkpoint:
+        if D.is_main_process():
+            _copy_base_model(ctx, out, out_dir)
+        D.barrier()
         return out
     tcfg = ctx.train_config()
     from stovtal.engine import seed_everything
@@ -397,6 +416,18 @@ def stage_base(ctx: Context) -> str:
         ctx.export_model(out, trainer.ema.module.state_dict(), _training_seconds(trainer))
     D.barrier()
     return out
+
+
+def _copy_base_model(ctx: Context, out: str, out_dir: str) -> None:
+    """The given base model (checked by :func:`stovtal.selftrain.basemodel.given_base_model`)
+    as the work directory's base model; its stage record says where it came from."""
+    from stovtal.engine.checkpoint import load_model
+
+    src = ctx.base_checkpoint
+    ctx.export_model(out, load_model(src["path"]).state_dict, 0.0, meta={"base_checkpoint": src})
+    rec_path = os.path.join(out_dir, STAGE_FILE)
+    atomic_write_json(rec_path, {**read_json(rec_path), "from_checkpoint": src})
+    ctx.log(f"[base] not trained: base model copied from {src['path']}")
 
 
 def stage_pseudolabel(ctx: Context, n: int) -> str:
@@ -433,9 +464,14 @@ def stage_retrain(ctx: Context, n: int) -> str:
         return out
     r = ctx.cfg.retrain
     lay = ctx.layout
-    # "raw": the base run's final raw weights (its training state); else its exported EMA weights
-    base_path = _require(lay.base_state if r.teacher_init == "raw" else lay.base_model, "base")
-    base_state = load_model(base_path, weights="model" if r.teacher_init == "raw" else "ema").state_dict
+    # "raw": the base run's final raw weights (its training state); else its exported EMA weights;
+    # a given base model (base.checkpoint) has one set of weights, used either way
+    raw = r.teacher_init == "raw" and not ctx.base_checkpoint
+    if r.teacher_init == "raw" and ctx.base_checkpoint:
+        ctx.log(f"[retrain n={n}] teacher_init=raw: the given base model has one set of weights; the teacher "
+                "starts from them")
+    base_path = _require(lay.base_state if raw else lay.base_model, "base")
+    base_state = load_model(base_path, weights="model" if raw else "ema").state_dict
     pl = read_json(_require(lay.pseudo_labels(n), f"pseudolabel n={n}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
