@@ -65,7 +65,13 @@ def test_stage_fingerprints_match_earlier_work_directories(tiny_run, extra, want
     from .conftest import TINY
 
     ctx, _ = tiny_run
-    ctx = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
+    # that version's retraining student started from scratch (its default then)
+    earlier = [*TINY, *extra, "retrain.student_init=scratch"]
+    ctx = make_context(load_config(None, earlier), ctx.workdir, log=lambda s: None)
     got = (ctx.fingerprints(ctx.fp_base), ctx.fingerprints(ctx.fp_pseudo, 16), ctx.fingerprints(ctx.fp_retrain, 16),
            ctx.fingerprints(ctx.fp_eval))
     assert all(w in g for w, g in zip(want, got, strict=True)), (want, got)
+    # today's default (the student starts from the base model) must not reuse that retraining
+    now = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
+    assert want[2] not in now.fingerprints(now.fp_retrain, 16)
+    assert want[1] in now.fingerprints(now.fp_pseudo, 16)
