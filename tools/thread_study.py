@@ -9,9 +9,7 @@ idle threads spin), involuntary context switches, and the 1-minute load average 
 Settings: ``default`` (torch's own thread count: one per core), ``1`` (one thread), ``passive``
 (torch's count with ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning)
 and ``auto`` (a load-aware count: the CPUs this process may use minus the 1-minute load average,
-rounded, at least 1). A worker imports torch before stovtal, so ``default`` and ``1`` keep the
-OpenMP runtime's own wait policy (stovtal sets ``OMP_WAIT_POLICY=PASSIVE`` only when it is
-imported first, as by ``python -m stovtal.*``).
+rounded, at least 1). ``default``, ``1`` and ``auto`` keep the OpenMP runtime's own wait policy.
 
 Usage: ``python tools/thread_study.py --workdir /tmp/ts --rounds 3 --epochs 2``
 """
