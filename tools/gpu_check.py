@@ -379,18 +379,27 @@ class Checker:
                 part.detail = "dry run: the tiny run's overrides are valid (--print-config)"
             return
         ok, out = self.cmd(part, cmd, limit)
-        results = os.path.join(workdir, "results.json")
-        if ok and not os.path.exists(results):
-            part.status, part.detail = "fail", "no results.json\n" + tail(out)
-            return
-        if ok:
-            with open(results) as f:
-                part.data["results"] = json.load(f)
-            if not finite_numbers(part.data["results"]):
-                part.status, part.detail = "fail", "non-finite numbers in results.json"
-                return
+        if self._read_results(part, ok, out, workdir):
             part.detail = "device=cuda, AMP: " + "; ".join(ln.strip() for ln in out.splitlines()
                                                           if re.match(r"\s*(base|self)", ln))[:300]
+
+    @staticmethod
+    def _read_results(part: Part, ok: bool, out: str, workdir: str) -> bool:
+        """After a pipeline run: load ``workdir/results.json`` into ``part.data`` and check its
+        numbers are finite; False (with the part failed) when it is missing or not finite, or
+        when the run itself did not succeed."""
+        if not ok:
+            return False
+        results = os.path.join(workdir, "results.json")
+        if not os.path.exists(results):
+            part.status, part.detail = "fail", "no results.json\n" + tail(out)
+            return False
+        with open(results) as f:
+            part.data["results"] = json.load(f)
+        if not finite_numbers(part.data["results"]):
+            part.status, part.detail = "fail", "non-finite numbers in results.json"
+            return False
+        return True
 
     def part_feel(self, part: Part, limit: float) -> None:
         if not self._omegaconf():
@@ -408,16 +417,7 @@ class Checker:
                 part.detail = "dry run: the tiny run's overrides are valid"
             return
         ok, out = self.cmd(part, [PY, "-m", "stovtal.feel", "--workdir", workdir, "--no-progress", *overrides], limit)
-        results = os.path.join(workdir, "results.json")
-        if ok and not os.path.exists(results):
-            part.status, part.detail = "fail", "no results.json\n" + tail(out)
-            return
-        if ok:
-            with open(results) as f:
-                part.data["results"] = json.load(f)
-            if not finite_numbers(part.data["results"]):
-                part.status, part.detail = "fail", "non-finite numbers in results.json"
-                return
+        if self._read_results(part, ok, out, workdir):
             part.detail = "device=cuda (fp32: FEEL has no AMP option); " + tail(out, 1)[:200]
 
     # ------------------------------------------------------------------ all
