@@ -24,13 +24,13 @@ import sys
 import torch
 
 from stovtal.config import Config, load, load_config, validate
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
     build_dataset,
     build_loader,
     build_vocabulary,
-    resolve_data,
     subset_database,
 )
 from stovtal.engine.checkpoint import load_model

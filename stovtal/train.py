@@ -25,6 +25,7 @@ import torch
 
 from stovtal.config import load_config, to_dict, to_yaml
 from stovtal.data import collate_videos
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import (
@@ -32,7 +33,6 @@ from stovtal.engine.builders import (
     build_loader,
     build_localizer,
     class_agnostic_map,
-    resolve_data,
     subset_database,
 )
 from stovtal.engine.layout import TrainLayout

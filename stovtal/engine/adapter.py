@@ -30,9 +30,10 @@ import torch
 from torch import Tensor
 
 from stovtal.config import AdapterTrainConfig
+from stovtal.data.resolve import DataSpec
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 
-from .builders import DataSpec, build_classifier, build_dataset, build_loader, build_vocabulary
+from .builders import build_classifier, build_dataset, build_loader, build_vocabulary
 from .trainer import move_to_device, resolve_device
 
 __all__ = [

@@ -36,8 +36,8 @@ def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, 
     from stovtal.eval import localization_metrics, open_vocab_breakdown
     from stovtal.models import OpenVocabClassifier, Vocabulary
 
-    d, cfg = ctx.data, ctx.cfg
-    test = {v: i for v, i in d.annotations.items() if i.get("subset") == d.test_subset}
+    d, cfg = ctx.data.spec, ctx.cfg
+    test = {v: i for v, i in ctx.data.annotations.items() if i.get("subset") == d.test_subset}
     if not test:
         raise ValueError(f"no test videos (subset {d.test_subset!r}) in the annotations")
     gt = {"database": test}
@@ -52,7 +52,7 @@ def evaluate_model(model: nn.Module, ctx: Any, desc: str = "eval") -> dict[str, 
     if proposals is None:
         return None
     proposals = {v: proposals[v] for v in ds.video_ids}  # the single-process order
-    vocab = Vocabulary(list(d.vocab_names), d.vocab_embeddings, d.logit_scale)
+    vocab = Vocabulary(list(ctx.data.vocab_names), ctx.data.vocab_embeddings, ctx.data.logit_scale)
     parts = partition_videos(test, d.base, d.novel)
     thr = list(cfg.eval.tiou_thresholds)
     res = open_vocab_breakdown(
