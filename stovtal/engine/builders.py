@@ -1,5 +1,5 @@
 """From a :class:`stovtal.config.Config` and its :class:`stovtal.data.resolve.DataSpec` to
-datasets, loaders, models and evaluations (``python -m stovtal.train`` and ``stovtal.infer``)."""
+datasets, loaders, models and vocabularies (``python -m stovtal.train`` and ``stovtal.infer``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from torch.utils.data import DataLoader
 from stovtal.data import VideoFeatureDataset, collate_videos
 from stovtal.data.formats import load_annotations
 from stovtal.data.resolve import DataSpec
-from stovtal.data.splits import partition_videos
-from stovtal.eval import detection_map, open_vocab_breakdown
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 from stovtal.models.localizer import ActionLocalizer
-
-from .inference import classify_segments, segments_to_json
 
 __all__ = [
     "build_classifier",
@@ -24,8 +20,6 @@ __all__ = [
     "build_loader",
     "build_localizer",
     "build_vocabulary",
-    "class_agnostic_map",
-    "evaluate_open_vocab",
     "subset_database",
 ]
 
@@ -87,49 +81,3 @@ def build_vocabulary(cfg: Any, spec: DataSpec, names: list[str] | None = None) -
 def subset_database(spec: DataSpec, subset: str) -> dict[str, Any]:
     db = load_annotations(spec.annotation_file)["database"]
     return {vid: info for vid, info in db.items() if not subset or info.get("subset") == subset}
-
-
-def class_agnostic_map(proposals: dict[str, dict[str, Any]], database: dict[str, Any],
-                       tious: list[float]) -> dict[str, Any]:
-    """mAP of class-agnostic proposals against all ground-truth actions (labels merged)."""
-    gt = {"database": {
-        vid: {**info, "annotations": [{**a, "label": "action"} for a in info["annotations"]]}
-        for vid, info in database.items() if vid in proposals
-    }}
-    preds = segments_to_json({vid: proposals[vid] for vid in gt["database"]})
-    return detection_map(gt, preds, tious, classes=["action"])
-
-
-def evaluate_open_vocab(
-    proposals: dict[str, dict[str, Any]],
-    classifier: OpenVocabClassifier,
-    vocab: Vocabulary,
-    database: dict[str, Any],
-    base: list[str],
-    novel: list[str],
-    tious: list[float],
-) -> dict[str, Any]:
-    """CB, CN and GZSL detection mAP of one set of class-agnostic proposals.
-
-    The proposals are classified three times: base vocabulary on the base-only videos (CB),
-    novel vocabulary on the novel-only videos (CN), full vocabulary on all videos (GZSL); the
-    scoring is :func:`stovtal.eval.open_vocab_breakdown`'s. Adds ``"summary"``: the average
-    mAPs (``CB``, ``CN``, ``GZSL``, ``GZSL_base``, ``GZSL_novel``) of the parts that exist.
-    """
-    parts = partition_videos(database, base, novel)
-    vids = list(database)
-    cb = classify_segments(proposals, classifier, vocab.subset(base), parts["base"]) if base else None
-    cn = classify_segments(proposals, classifier, vocab.subset(novel), parts["novel"]) if novel else None
-    gzsl = classify_segments(proposals, classifier, vocab.subset(base + novel), vids)
-    out = open_vocab_breakdown({"database": database}, tious, base, novel, gzsl=gzsl, cb=cb, cn=cn)
-    summary: dict[str, float] = {}
-    for key in ("CB", "CN", "GZSL"):
-        if out.get(key) is not None:
-            summary[key] = out[key]["average_mAP"]
-    g = out.get("GZSL")
-    if g is not None:
-        for key, src in (("GZSL_base", "average_base_mAP"), ("GZSL_novel", "average_novel_mAP")):
-            if g.get(src) is not None:
-                summary[key] = g[src]
-    out["summary"] = summary
-    return out
