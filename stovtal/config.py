@@ -160,7 +160,7 @@ class TrainConfig:
 
     ``optimizer`` (``adamw`` | ``adam``: L2 in the gradient, CoLA's), ``schedule`` (``cosine`` |
     ``constant``, CoLA's) and ``iterations`` (> 0: that many steps instead of ``epochs``) are
-    read by FEEL's CoLA training only; the localizer's trainer requires their defaults.
+    FEEL's CoLA recipe; ``train`` and ``selftrain`` keep the localizer's (their defaults).
     """
 
     epochs: int = 35
