@@ -10,9 +10,9 @@ The apps read the files named in the spec themselves (parsed annotations are the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .formats import FeatureGrid
 
@@ -81,18 +81,19 @@ def vocabulary_names(spec: str) -> list[str]:
 
 
 def resolve_data(cfg: DataConfig, *, world_dir: str | Callable[[SyntheticConfig], str] = "runs/synthetic_world",
-                 min_web: int = 0, split: bool = True, progress: bool = False) -> DataSpec:
+                 world_defaults: Mapping[str, Any] | None = None, min_web: int = 0, split: bool = True,
+                 progress: bool = False) -> DataSpec:
     """The spec of ``cfg``'s data.
 
     Synthetic world: written into ``cfg.world_dir``, else ``world_dir`` (a path, or a function
-    of the world's config), with ``cfg.world`` overriding the world's defaults and at least
-    ``min_web`` web videos. The user's files: ``cfg.annotations`` and ``cfg.feature_dir`` must
+    of the world's config), with ``cfg.world`` overriding ``world_defaults`` (the app's) over
+    :class:`stovtal.data.synthetic.SyntheticConfig`'s, and at least ``min_web`` web videos. The user's files: ``cfg.annotations`` and ``cfg.feature_dir`` must
     exist; with ``split`` the classes are ``cfg.base_classes`` / ``novel_classes`` or the shipped
     ``cfg.split`` of ``cfg.vocabulary``; without (FEEL), ``base`` and ``novel`` stay empty and
     the vocabulary is ``cfg.vocabulary`` (a shipped name or a text file, one name per line).
     """
     if cfg.is_synthetic:
-        return _synthetic(cfg, world_dir, min_web, progress)
+        return _synthetic(cfg, world_dir, dict(world_defaults or {}), min_web, progress)
     if not cfg.annotations:
         raise ValueError("data.annotations is required (or set data.synthetic=true)")
     if not os.path.isfile(cfg.annotations):
@@ -135,12 +136,12 @@ def _split(cfg: DataConfig) -> tuple[list[str], list[str]]:
     return base, novel
 
 
-def _synthetic(cfg: DataConfig, world_dir: str | Callable[[SyntheticConfig], str], min_web: int,
-               progress: bool) -> DataSpec:
+def _synthetic(cfg: DataConfig, world_dir: str | Callable[[SyntheticConfig], str], defaults: dict[str, Any],
+               min_web: int, progress: bool) -> DataSpec:
     from .synthetic import SyntheticConfig, ensure_world
 
     try:
-        wcfg = SyntheticConfig.from_dict(dict(cfg.world))
+        wcfg = SyntheticConfig.from_dict({**defaults, **cfg.world})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"data.world: {exc}") from None
     if min_web > wcfg.num_web:

@@ -75,7 +75,14 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
     from stovtal.data.resolve import resolve_data
     from stovtal.utils.fileio import read_json
 
-    spec = resolve_data(cfg, world_dir=FeelLayout(workdir).world, split=False, progress=progress)
+    # FEEL clusters target-domain videos without their labels (the paper clusters THUMOS14's own
+    # videos): the synthetic world's unlabelled set is drawn like its test videos (web_profile "target")
+    profile = cfg.world.get("web_profile", "target")
+    if cfg.is_synthetic and profile != "target":
+        raise ValueError(f"data.world.web_profile: FEEL clusters target-domain videos, so it must be "
+                         f"'target', got {profile!r}")
+    spec = resolve_data(cfg, world_dir=FeelLayout(workdir).world, world_defaults={"web_profile": "target"},
+                        split=False, progress=progress)
     classes, grid = spec.vocabulary, spec.grid
     ann = read_json(spec.annotation_file)
     if not isinstance(ann, dict) or "database" not in ann:
@@ -83,7 +90,8 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
     if spec.world is None:
         train = _load_set(ann, spec.feature_dir, classes, grid, spec.train_subset, spec.feat_dim, progress,
                           "train videos")
-    else:  # the web videos' hidden ground truth is read for NMI / selection analysis only
+    else:  # the unlabelled target-domain videos; their hidden ground truth is read for NMI /
+        # selection analysis only
         train = _load_set(read_json(spec.unlabelled_gt_file), spec.unlabelled_feature_dir, classes, grid, "web",
                           spec.feat_dim, progress, "web videos")
     evl = _load_set(ann, spec.feature_dir, classes, grid, spec.test_subset, spec.feat_dim, progress,
