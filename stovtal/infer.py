@@ -34,8 +34,8 @@ from stovtal.engine.builders import (
     subset_database,
 )
 from stovtal.engine.checkpoint import load_model
-from stovtal.engine.evaluation import format_results_table
 from stovtal.engine.run import evaluate_on_test, localizer_from_file
+from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 

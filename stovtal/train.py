@@ -29,9 +29,10 @@ from stovtal.data.resolve import resolve_data
 from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import build_dataset, build_loader, build_localizer, subset_database
-from stovtal.engine.evaluation import class_agnostic_map, format_results_table
+from stovtal.engine.evaluation import class_agnostic_map
 from stovtal.engine.layout import TrainLayout
 from stovtal.engine.run import base_training_annotations, evaluate_on_test, load_localizer
+from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 

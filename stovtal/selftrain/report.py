@@ -39,9 +39,9 @@ def _avg(ev: dict[str, Any]) -> dict[str, float | None]:
 
 def format_table(results: dict[str, Any]) -> str:
     """The results table of a ``results.json``: CB, CN, GZSL mAP (%) per tIoU and averaged,
-    base vs self-trained (:func:`stovtal.engine.evaluation.format_results_table`), then each
+    base vs self-trained (:func:`stovtal.eval.format_results_table`), then each
     retraining round's teacher and raw student."""
-    from stovtal.engine.evaluation import format_results_table
+    from stovtal.eval.table import format_results_table
 
     models = {m: {s: {"mAP": results["per_tiou"][m][s], "average_mAP": results[m][s]} for s in SETTINGS}
               for m in ("base", "selftrained")}

@@ -1,4 +1,4 @@
-"""The open-vocabulary evaluator shared by train, infer and selftrain, and the results table."""
+"""The open-vocabulary evaluator shared by train, infer and selftrain."""
 
 import pytest
 import torch
@@ -89,30 +89,3 @@ def test_two_ranks_give_the_one_process_result(setup, monkeypatch):
     monkeypatch.setattr(E.D, "rank_indices", lambda k: list(range(0, k, 2)))
     monkeypatch.setattr(E.D, "gather_dicts", gather_on_rank0)
     assert _evaluate(setup, localization=True) == one
-
-
-def test_results_table():
-    gzsl = {"mAP": [0.5, 0.25, None], "average_mAP": 0.375, "base_mAP": [0.6, 0.3, 0.1],
-            "average_base_mAP": 1 / 3, "novel_mAP": [0.4, 0.2, 0.0], "average_novel_mAP": 0.2}
-    first = {"CB": {"mAP": [1.0, 0.5, 0.0], "average_mAP": 0.5}, "CN": None, "GZSL": gzsl,
-             "class_agnostic": {"mAP": [0.9, 0.8, 0.7], "average_mAP": 0.8}}
-    second = {"CB": {"mAP": [1.0, 0.75, 0.5], "average_mAP": 0.75}, "CN": {"mAP": [None] * 3, "average_mAP": None},
-              "GZSL": {"mAP": [0.1, 0.1, 0.1], "average_mAP": 0.1}}
-    lines = E.format_results_table({"base": first, "self-trained": second}, TIOUS).split("\n")
-    assert lines[0].split() == ["model", "setting", "@0.3", "@0.5", "@0.7", "avg"]
-    body = [ln.split() for ln in lines[2:] if not ln.startswith("-")]
-    assert body[:-1] == [
-        ["base", "CB", "100.00", "50.00", "0.00", "50.00"],
-        ["base", "GZSL", "50.00", "25.00", "n/a", "37.50"],
-        ["base", "GZSL", "base", "60.00", "30.00", "10.00", "33.33"],
-        ["base", "GZSL", "novel", "40.00", "20.00", "0.00", "20.00"],
-        ["base", "class-agnostic", "90.00", "80.00", "70.00", "80.00"],
-        ["self-trained", "CB", "100.00", "75.00", "50.00", "75.00"],
-        ["self-trained", "CN", "n/a", "n/a", "n/a", "n/a"],
-        ["self-trained", "GZSL", "10.00", "10.00", "10.00", "10.00"],
-    ]
-    assert lines[-1] == "self-trained - base, avg mAP points: CB +25.00, GZSL -27.50"
-    # one model: no difference line; columns line up under the header
-    single = E.format_results_table({"best": first}, TIOUS).split("\n")
-    assert not any(" - " in ln for ln in single)
-    assert {len(ln) for ln in single} == {len(single[0])}
