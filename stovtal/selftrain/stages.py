@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from stovtal.data.crop import crop_settings
 from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils.fileio import atomic_write_json, read_json
@@ -91,6 +92,8 @@ class Data:
     logit_scale: float
     max_seq_len: int
     source: dict[str, Any] = field(default_factory=dict)  # what the data is (for fingerprints)
+    crop_ratio: tuple[float, float] | None = None  # training crops (stovtal.data.crop)
+    trunc_thresh: float = 0.5
     annotation_file: str = ""  # the files behind ``annotations`` and the vocabulary (absolute)
     vocab_file: str = ""
 
@@ -132,7 +135,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
             unlabelled=load_annotations(os.path.join(root, files["web"]))["database"],
             unlabelled_gt=load_annotations(os.path.join(root, files["web_gt"]))["database"],
             vocab_names=list(names), vocab_embeddings=emb, base=list(meta["base"]), novel=list(meta["novel"]),
-            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len, **crop_settings(d),
             source={"synthetic": world_id},
             annotation_file=os.path.abspath(os.path.join(root, files["annotations"])),
             vocab_file=os.path.abspath(os.path.join(root, files["vocab"])),
@@ -151,7 +154,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
         feature_dir=d.feature_dir, unlabelled_feature_dir=d.unlabelled_feature_dir or d.feature_dir,
         annotations=ann, train_subset=d.train_subset, test_subset=d.test_subset, unlabelled=unl,
         unlabelled_gt=gt, vocab_names=list(names), vocab_embeddings=emb, base=list(d.base_classes),
-        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len, **crop_settings(d),
         source={"annotations": os.path.abspath(d.annotations), "unlabelled": os.path.abspath(d.unlabelled),
                 "feature_dir": os.path.abspath(d.feature_dir)},
         annotation_file=os.path.abspath(d.annotations), vocab_file=os.path.abspath(d.vocab),
@@ -212,6 +215,9 @@ class Context:
         fp = {"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
               "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
               "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
+        crop = crop_settings(c.data)
+        if crop != crop_settings(d.data):  # the crop settings (absent at their defaults)
+            fp["crop"] = crop
         if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
         return fingerprint(fp)
@@ -315,9 +321,10 @@ class Context:
         if not db["database"]:
             raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
                               f"base-class actions")
-        return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
-                                   feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
-                                   training=True, require_annotations=True)
+        d = self.data
+        return VideoFeatureDataset(db, d.feature_dir, [AGNOSTIC], d.grid, feat_dim=d.feat_dim,
+                                   max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True, require_annotations=True)
 
     def unlabelled_set(self):
         from .pseudolabel import UnlabelledSet
@@ -483,7 +490,8 @@ def stage_retrain(ctx: Context, n: int) -> str:
 
     def make(db: Mapping[str, Any]):
         return VideoFeatureDataset({"database": dict(db)}, d.unlabelled_feature_dir, [AGNOSTIC], d.grid,
-                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, training=True)
+                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True)
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
