@@ -81,7 +81,8 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
-from stovtal.utils.fileio import atomic_open, atomic_save_npy, atomic_write_json, read_json
+from stovtal.utils.fileio import atomic_open, atomic_save_npy, read_json
+from stovtal.utils.resume import read_marker, write_marker
 from stovtal.utils.shards import parse_shard_spec
 
 from .formats import FeatureGrid, feature_path, write_annotations
@@ -230,6 +231,12 @@ def json_ready(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [json_ready(v) for v in x]
     return x
+
+
+def _generative_config(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The config fields of a ``world.json`` record that determine the videos (None: no config)."""
+    config = meta.get("config")
+    return {k: v for k, v in config.items() if k not in _NOT_GENERATIVE} if isinstance(config, dict) else None
 
 
 def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -440,13 +447,10 @@ class SyntheticWorld:
         return v
 
     def is_complete(self, root: str | os.PathLike) -> bool:
-        path = os.path.join(os.fspath(root), "world.json")
-        if not os.path.exists(path):
-            return False
-        meta = read_json(path)
-        if meta.get("config") != self.config.to_dict():
-            raise ValueError(f"{path}: a different synthetic world is already written there")
-        return True
+        """Whether this world is completely written at ``root`` (``world.json``, the completion
+        marker, holds this config); a different world there is an error."""
+        return read_marker(os.path.join(os.fspath(root), "world.json"), [self.config.to_dict()],
+                           key="config", mismatch="a different synthetic world is already written there") is not None
 
     def write(self, root: str | os.PathLike, progress: bool = False) -> str:
         """Write the world under ``root`` (see the module docstring); returns ``root``.
@@ -478,7 +482,7 @@ class SyntheticWorld:
         if bar is not None:
             bar.close()
         self._merge_web_shards(root, shards, "web.json", "web_gt.json")
-        atomic_write_json(os.path.join(root, "world.json"), self.describe(), indent=1)
+        write_marker(os.path.join(root, "world.json"), self.describe(), indent=1)
         return root
 
     # ----------------------------------------------------------------- web shards
@@ -514,21 +518,15 @@ class SyntheticWorld:
 
     def _check_root(self, root: str) -> None:
         path = os.path.join(root, "world.json")
-        if not os.path.exists(path):
+        found = read_marker(path, [self.identity()], identity=_generative_config,
+                            mismatch=f"a different synthetic world is written at {root}")
+        if found is None:
             raise FileNotFoundError(f"{path}: no synthetic world at {root} (write() it first)")
-        meta = read_json(path)
-        config = meta.get("config") if isinstance(meta, dict) else None
-        if not isinstance(config, dict) or {k: v for k, v in config.items()
-                                            if k not in _NOT_GENERATIVE} != self.identity():
-            raise ValueError(f"{path}: a different synthetic world is written at {root}")
 
     def _shard_done(self, root: str, start: int, stop: int) -> bool:
         web, _ = self.web_shard_files(root, start, stop)
-        if not os.path.exists(web):
-            return False
-        if read_json(web).get("world") != self.identity():
-            raise ValueError(f"{web}: a web shard of a different synthetic world")
-        return True
+        return read_marker(web, [self.identity()], key="world",
+                           mismatch="a web shard of a different synthetic world") is not None
 
     def _write_web_shard(self, root: str, start: int, stop: int, bar: Any = None) -> str:
         web, web_gt = self.web_shard_files(root, start, stop)

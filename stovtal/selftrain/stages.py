@@ -2,7 +2,7 @@
 
 The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
 written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
-holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+(a pin, :mod:`stovtal.utils.resume`) holds a fingerprint of the inputs, and reusing a directory made with a different configuration
 is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
 its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
@@ -30,6 +30,7 @@ import torch
 from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.resume import pin
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
@@ -391,19 +392,11 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what
 
 def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
     accepted = [fp] if isinstance(fp, str) else list(fp)
-    fp = accepted[0]
-    rec_path = os.path.join(stage_dir, STAGE_FILE)
-    if os.path.exists(rec_path):
-        rec = read_json(rec_path)
-        if rec.get("fingerprint") not in accepted:
-            raise ConfigError(
-                f"{stage_dir}: {what} was made with a different configuration "
-                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
-                f"{stage_dir} to redo it"
-            )
-    else:
-        os.makedirs(stage_dir, exist_ok=True)
-        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    pin(os.path.join(stage_dir, STAGE_FILE), {"fingerprint": accepted[0], "stage": what}, accepted,
+        mismatch=lambda old: (f"{what} was made with a different configuration (fingerprint "
+                              f"{old.get('fingerprint') if isinstance(old, dict) else None} != "
+                              f"{accepted[0]}); use another --workdir or delete {stage_dir} to redo it"),
+        error=ConfigError)
     if os.path.exists(out):
         ctx.log(f"[{what}] output exists, skipped: {out}")
         return True
