@@ -502,7 +502,7 @@ def _feel_data() -> DataConfig:
         synthetic=None, train_subset="validation", test_subset="test", vocabulary="thumos14", feat_dim=None,
         max_seq_len=512,
         world={"seed": 0, "vocabulary": "thumos14", "profile": "short", "num_web": 300, "num_test": 100,
-               "num_train": 1, "web_classes_per_video": [1.0]},
+               "num_train": 1, "web_classes_per_video": [1.0], "web_profile": "target"},
     )
 
 
