@@ -36,6 +36,7 @@ from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
     ConfigError,
+    DataConfig,
     SelfTrainConfig,
     TrainConfig,
     fingerprint,
@@ -230,7 +231,7 @@ class Context:
               "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
               "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
         crop = crop_settings(c.data)
-        if crop != crop_settings(d.data):  # the crop settings (absent at their defaults)
+        if crop != crop_settings(DataConfig()):  # absent without crops: directories made before the option
             fp["crop"] = crop
         if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
