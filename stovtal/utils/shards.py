@@ -9,7 +9,7 @@ Web-scale jobs (feature extraction, pseudo-labelling) split a list of item ids
 * :meth:`ShardPlan.select` gives one worker its shards. A worker is identified
   by a job spec ``--shard i/n`` (``i`` is 0-based, see :func:`parse_shard_spec`)
   and a rank inside that job (``rank``/``world_size``, e.g. from torchrun, see
-  :func:`rank_and_world_size`). Shard ``s`` belongs to global worker
+  :func:`stovtal.utils.distributed.rank_and_world_size`). Shard ``s`` belongs to global worker
   ``s % (n * world_size)``, where global worker = ``i * world_size + rank``:
   every shard goes to exactly one worker and the load is balanced.
 * :class:`ShardManifest` records finished shards, one small JSON file per
@@ -44,7 +44,6 @@ __all__ = [
     "ShardManifest",
     "ShardResult",
     "parse_shard_spec",
-    "rank_and_world_size",
     "run_shards",
 ]
 
@@ -70,26 +69,6 @@ def parse_shard_spec(spec: str | None) -> tuple[int, int]:
             f"'0/{max(n, 1)}' .. '{max(n, 1) - 1}/{max(n, 1)}')"
         )
     return i, n
-
-
-def rank_and_world_size() -> tuple[int, int]:
-    """This process's (rank, world_size): torch.distributed if initialised, else the
-    ``RANK``/``WORLD_SIZE`` environment variables set by torchrun, else ``(0, 1)``."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as exc:
-        raise ValueError(f"RANK/WORLD_SIZE environment variables are not integers: {exc}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"invalid RANK={rank} / WORLD_SIZE={world} in the environment")
-    return rank, world
 
 
 @dataclass(frozen=True)
