@@ -323,7 +323,9 @@ class RetrainConfig:
         epochs: epochs after the warm-up (the authors: 2; 4 at 100k unlabelled videos).
         teacher_decay: EMA decay of the teacher.
         teacher_init: the teacher starts from the base model's ``raw`` weights (the authors'
-            choice) or from its ``ema`` weights.
+            choice: STOV-TAL's ``train.py`` loads the base checkpoint's ``state_dict`` into the
+            EMA model unless ``load_ema_as_all_flag``, ``False`` by default) or from its ``ema``
+            weights.
         student_init: ``base`` (the student starts from the base model's raw weights) or
             ``scratch`` (the authors' choice: a fresh initialisation). Default ``base``, chosen on
             a held-out synthetic world (``data.world.seed=7``, training seed 0, 1k unlabelled
