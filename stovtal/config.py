@@ -38,8 +38,6 @@ This module imports no engine, data or app code (only the models' config datacla
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import warnings
@@ -56,6 +54,7 @@ from stovtal.models.cola import CoLAConfig
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.models.localizer import LocalizerConfig
 from stovtal.utils.finite import check_finite
+from stovtal.utils.resume import fingerprint
 from stovtal.utils.threads import check_setting as check_thread_setting
 
 __all__ = [
@@ -161,7 +160,7 @@ class TrainConfig:
 
     ``optimizer`` (``adamw`` | ``adam``: L2 in the gradient, CoLA's), ``schedule`` (``cosine`` |
     ``constant``, CoLA's) and ``iterations`` (> 0: that many steps instead of ``epochs``) are
-    read by FEEL's CoLA training only; the localizer's trainer requires their defaults.
+    FEEL's CoLA recipe; ``train`` and ``selftrain`` keep the localizer's (their defaults).
     """
 
     epochs: int = 35
@@ -507,7 +506,7 @@ def _feel_data() -> DataConfig:
         synthetic=None, train_subset="validation", test_subset="test", vocabulary="thumos14", feat_dim=None,
         max_seq_len=512,
         world={"seed": 0, "vocabulary": "thumos14", "profile": "short", "num_web": 300, "num_test": 100,
-               "num_train": 1, "web_classes_per_video": [1.0]},
+               "num_train": 1, "web_classes_per_video": [1.0], "web_profile": "target"},
     )
 
 
@@ -742,11 +741,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (to tell whether a stage's inputs changed)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- validation
