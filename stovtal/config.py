@@ -55,6 +55,7 @@ from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.models.localizer import LocalizerConfig
 from stovtal.utils.finite import check_finite
 from stovtal.utils.resume import fingerprint
+from stovtal.utils.threads import check_setting as check_thread_setting
 
 __all__ = [
     "FIELD_RULES",
@@ -344,7 +345,9 @@ class RetrainConfig:
         epochs: epochs after the warm-up (the authors: 2; 4 at 100k unlabelled videos).
         teacher_decay: EMA decay of the teacher.
         teacher_init: the teacher starts from the base model's ``raw`` weights (the authors'
-            choice) or from its ``ema`` weights.
+            choice: STOV-TAL's ``train.py`` loads the base checkpoint's ``state_dict`` into the
+            EMA model unless ``load_ema_as_all_flag``, ``False`` by default) or from its ``ema``
+            weights.
         student_init: ``base`` (the student starts from the base model's raw weights) or
             ``scratch`` (the authors' choice: a fresh initialisation). Default ``base``, chosen on
             a held-out synthetic world (``data.world.seed=7``, training seed 0, 1k unlabelled
@@ -440,7 +443,8 @@ class NamingConfig:
 @dataclass
 class Config:
     """``python -m stovtal.train`` / ``infer``: data, text encoder, localizer, classifier,
-    optimisation, output directory.
+    optimisation, output directory. ``num_threads``: intra-op CPU threads, ``"auto"`` (the
+    free cores), a count, or 0 (torch's own) (:mod:`stovtal.utils.threads`).
 
     ``adapter``: training of the optional classifier adapter, used only when
     ``classifier.adapter=true`` (off by default: zero-shot classification).
@@ -454,7 +458,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     adapter: AdapterTrainConfig = field(default_factory=AdapterTrainConfig)
     workdir: str = "runs/base"
-    num_threads: int = 0
+    num_threads: int | str = "auto"
 
 
 def _selftrain_data() -> DataConfig:
@@ -485,9 +489,9 @@ class SelfTrainConfig:
 
     ``seed`` seeds training (base and retraining); ``device`` and ``progress`` apply to every
     stage (they take the place of ``train.seed``/``train.device``/``train.progress``, which must
-    stay at their defaults); ``num_threads`` sets ``torch.set_num_threads`` (0: torch's
-    default; 1 is much faster on a CPU shared with other jobs). The ``model`` and ``train``
-    defaults are small, for the synthetic world on a 2-core CPU. ``scale``: numbers of
+    stay at their defaults); ``num_threads``: intra-op CPU threads, ``"auto"`` (the free
+    cores), a count, or 0 (torch's own) (:mod:`stovtal.utils.threads`). The ``model`` and
+    ``train`` defaults are small, for the synthetic world on a 2-core CPU. ``scale``: numbers of
     unlabelled videos, one self-training run each (``--scale``). ``base.checkpoint``: start
     from a given base model (e.g. a converted ActionFormer checkpoint) instead of training one
     (:class:`BaseModelConfig`).
@@ -496,7 +500,7 @@ class SelfTrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
-    num_threads: int = 0
+    num_threads: int | str = "auto"
     data: DataConfig = field(default_factory=_selftrain_data)
     model: LocalizerConfig = field(default_factory=_selftrain_model)
     train: TrainConfig = field(default_factory=_selftrain_train)
@@ -539,14 +543,14 @@ class FeelConfig:
     ``data.max_seq_len``: training crops (random) of longer videos, in snippets. ``train``:
     CoLA's training (epochs or iterations, batch_size, optimizer, lr, weight_decay, schedule,
     clip_grad; the localizer trainer's other keys are not used).
-    ``num_threads``: intra-op CPU threads (0: torch's default); CoLA's small convs gain little
-    from more, and on a shared machine spinning OpenMP workers cost far more than they bring.
+    ``num_threads``: intra-op CPU threads (``"auto"``: the free cores, 0: torch's own; see
+    :mod:`stovtal.utils.threads`); 1 by default: CoLA's small convs gain little from more.
     """
 
     seed: int = 0
     iterations: int = 4
     device: str = "cpu"
-    num_threads: int = 1
+    num_threads: int | str = 1
     workdir: str = "runs/feel"
     progress: bool = True
     data: DataConfig = field(default_factory=_feel_data)
@@ -848,9 +852,9 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "thresholds": each(within(0, 1), nonempty=False), "actionness_thresholds": each(within(0, 1), nonempty=False),
         "class_threshold": within(0, 1), "nms_iou": within(0, 1),
     },
-    Config: {"num_threads": ge(0)},
-    SelfTrainConfig: {"num_threads": ge(0), "scale": each(ge(1), nonempty=False)},
-    FeelConfig: {"iterations": ge(1), "num_threads": ge(0)},
+    Config: {"num_threads": check_thread_setting},
+    SelfTrainConfig: {"num_threads": check_thread_setting, "scale": each(ge(1), nonempty=False)},
+    FeelConfig: {"iterations": ge(1), "num_threads": check_thread_setting},
 }
 
 

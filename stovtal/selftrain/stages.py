@@ -40,6 +40,7 @@ from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
 from stovtal.utils.resume import pin
+from stovtal.utils.threads import apply_threads
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
@@ -333,7 +334,7 @@ class Context:
             "classifier": to_dict(c.classifier),
             "model": to_dict(self.localizer_config()),
             "train": {"device": c.device},
-            "num_threads": int(c.num_threads),
+            "num_threads": c.num_threads,
         }
 
     def labelled_dataset(self):
@@ -370,11 +371,10 @@ class Context:
 def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
     from stovtal.engine import resolve_device
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    log = D.rank_zero_log(log)
+    apply_threads(cfg.num_threads, log=log)  # first: before this run's own work adds to the load
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    log = D.rank_zero_log(log)
     if not D.is_main_process():
         cfg.progress = False
     with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
