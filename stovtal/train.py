@@ -21,8 +21,6 @@ import os
 import sys
 import time
 
-import torch
-
 from stovtal.config import load_config, to_dict, to_yaml
 from stovtal.data import collate_videos
 from stovtal.data.resolve import resolve_data
@@ -35,6 +33,7 @@ from stovtal.engine.run import base_training_annotations, evaluate_on_test, load
 from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.workdir_lock import job_lock
 
     args = build_parser().parse_args(argv)
@@ -73,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
 
     if args.workdir:
         cfg.workdir = args.workdir
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=(lambda s: print(s, file=sys.stderr)) if main_process else None)
     os.makedirs(cfg.workdir, exist_ok=True)
     if main_process:
         with open(TrainLayout(cfg.workdir).config, "w", encoding="utf-8") as f:

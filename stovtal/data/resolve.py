@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .crop import crop_settings
 from .formats import FeatureGrid
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class DataSpec:
         annotations are ignored); unlabelled_gt_file: their ground truth, for analysis only
         (``""``: none). The synthetic world's are its web videos.
     world_dir, world: the synthetic world's directory and config (``""`` / None otherwise).
+    crop_ratio, trunc_thresh: the training crops (:mod:`stovtal.data.crop`).
     """
 
     annotation_file: str
@@ -60,6 +62,8 @@ class DataSpec:
     unlabelled_gt_file: str = ""
     world_dir: str = ""
     world: SyntheticConfig | None = None
+    crop_ratio: tuple[float, float] | None = None
+    trunc_thresh: float = 0.5
 
     @property
     def classes(self) -> list[str]:
@@ -118,6 +122,7 @@ def resolve_data(cfg: DataConfig, *, world_dir: str | Callable[[SyntheticConfig]
         unlabelled_subset=cfg.unlabelled_subset,
         unlabelled_feature_dir=cfg.unlabelled_feature_dir or cfg.feature_dir,
         unlabelled_gt_file=cfg.unlabelled_gt or "",
+        **crop_settings(cfg),
     )
 
 
@@ -169,4 +174,5 @@ def _synthetic(cfg: DataConfig, world_dir: str | Callable[[SyntheticConfig], str
         unlabelled_gt_file=os.path.join(root, files["web_gt"]),
         world_dir=root,
         world=wcfg,
+        **crop_settings(cfg),
     )

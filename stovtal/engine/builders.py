@@ -26,8 +26,9 @@ __all__ = [
 
 def build_dataset(spec: DataSpec, subset: str, *, training: bool = False, classes: list[str] | None = None,
                   annotations: Any = None) -> VideoFeatureDataset:
-    """Videos of ``subset``; ``training`` enables random crops to ``max_seq_len`` and drops
-    videos without annotations. ``classes`` default: base + novel."""
+    """Videos of ``subset``; ``training`` enables the random crops (``max_seq_len``,
+    ``crop_ratio``, ``trunc_thresh``) and drops videos without annotations. ``classes``
+    default: base + novel."""
     return VideoFeatureDataset(
         annotations if annotations is not None else spec.annotation_file,
         spec.feature_dir,
@@ -37,6 +38,8 @@ def build_dataset(spec: DataSpec, subset: str, *, training: bool = False, classe
         feat_dim=spec.feat_dim,
         max_seq_len=spec.max_seq_len if training else None,
         training=training,
+        crop_ratio=spec.crop_ratio,
+        trunc_thresh=spec.trunc_thresh,
         require_annotations=training,
     )
 

@@ -29,8 +29,8 @@ from stovtal.data import collate_videos
 from stovtal.data.splits import partition_videos
 from stovtal.eval import detection_map, localization_metrics, open_vocab_breakdown
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
+from stovtal.utils import distributed as D
 
-from . import distributed as D
 from .inference import classify_segments, predict_segments, segments_to_json
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
 written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
-holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+(a pin, :mod:`stovtal.utils.resume`) holds a fingerprint of the inputs, and reusing a directory made with a different configuration
 is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
 its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
@@ -12,8 +12,16 @@ first pseudo-labels the same videos with round r-1's teacher (``pseudo/n<N>-r<r>
 resumable like the ``pseudolabel`` stage) and then retrains (``retrain/n<N>-r<r>``). Each round
 has its own fingerprints, chained to the previous round's.
 
-Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
-who does what.
+Under ``torchrun`` every rank runs the pipeline (one process: the same code, collectives are
+no-ops; :mod:`stovtal.utils.distributed`):
+
+* ``base`` / ``retrain``: every rank trains (DDP, see :class:`stovtal.engine.Trainer`); rank 0
+  exports the weights.
+* ``pseudolabel`` (and the rounds' re-labelling): the shards of the video list are divided among
+  the ranks (and among independent jobs, ``--shard i/n``); rank 0 merges them
+  (:func:`stovtal.selftrain.pseudolabel.pseudo_label_distributed`).
+* ``eval``: each rank predicts its share of the test videos; rank 0 gathers and scores them.
+* ``report``, ``config.yaml``, ``stage.json``: rank 0; the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -27,14 +35,18 @@ from typing import Any
 
 import torch
 
+from stovtal.data.crop import crop_settings
 from stovtal.data.resolve import DataSpec, resolve_data
-from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
+from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.resume import pin
+from stovtal.utils.threads import apply_threads
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
     ConfigError,
+    DataConfig,
     SelfTrainConfig,
     TrainConfig,
     fingerprint,
@@ -191,6 +203,9 @@ class Context:
         fp = {"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
               "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
               "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
+        crop = crop_settings(c.data)
+        if crop != crop_settings(DataConfig()):  # absent without crops: directories made before the option
+            fp["crop"] = crop
         if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
         return fingerprint(fp)
@@ -283,7 +298,7 @@ class Context:
             "classifier": to_dict(c.classifier),
             "model": to_dict(self.localizer_config()),
             "train": {"device": c.device},
-            "num_threads": int(c.num_threads),
+            "num_threads": c.num_threads,
         }
 
     def labelled_dataset(self):
@@ -305,9 +320,10 @@ class Context:
         if not db["database"]:
             raise ConfigError(f"no labelled video of subset {self.data.spec.train_subset!r} has only "
                               f"base-class actions")
-        return VideoFeatureDataset(db, self.data.spec.feature_dir, [AGNOSTIC], self.data.spec.grid,
-                                   feat_dim=self.data.spec.feat_dim, max_seq_len=self.data.spec.max_seq_len,
-                                   training=True, require_annotations=True)
+        d = self.data.spec
+        return VideoFeatureDataset(db, d.feature_dir, [AGNOSTIC], d.grid, feat_dim=d.feat_dim,
+                                   max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True, require_annotations=True)
 
     def unlabelled_set(self):
         from .pseudolabel import UnlabelledSet
@@ -319,11 +335,10 @@ class Context:
 def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
     from stovtal.engine import resolve_device
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    log = D.rank_zero_log(log)
+    apply_threads(cfg.num_threads, log=log)  # first: before this run's own work adds to the load
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    log = D.rank_zero_log(log)
     if not D.is_main_process():
         cfg.progress = False
     with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
@@ -359,19 +374,11 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what
 
 def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
     accepted = [fp] if isinstance(fp, str) else list(fp)
-    fp = accepted[0]
-    rec_path = os.path.join(stage_dir, STAGE_FILE)
-    if os.path.exists(rec_path):
-        rec = read_json(rec_path)
-        if rec.get("fingerprint") not in accepted:
-            raise ConfigError(
-                f"{stage_dir}: {what} was made with a different configuration "
-                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
-                f"{stage_dir} to redo it"
-            )
-    else:
-        os.makedirs(stage_dir, exist_ok=True)
-        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    pin(os.path.join(stage_dir, STAGE_FILE), {"fingerprint": accepted[0], "stage": what}, accepted,
+        mismatch=lambda old: (f"{what} was made with a different configuration (fingerprint "
+                              f"{old.get('fingerprint') if isinstance(old, dict) else None} != "
+                              f"{accepted[0]}); use another --workdir or delete {stage_dir} to redo it"),
+        error=ConfigError)
     if os.path.exists(out):
         ctx.log(f"[{what}] output exists, skipped: {out}")
         return True
@@ -427,7 +434,7 @@ def _run_name(n: int, round: int) -> str:
 def stage_pseudolabel(ctx: Context, n: int, round: int = 1) -> str:
     """Pseudo-label ``n`` unlabelled videos: round 1 with the base model's EMA weights, round
     r > 1 with round r-1's self-trained teacher."""
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     lay, name = ctx.layout, _run_name(n, round)
     out_dir, out = lay.pseudo_dir(n, round), lay.pseudo_labels(n, round)
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n, round), f"pseudolabel {name}"):
@@ -457,7 +464,7 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
     from stovtal.engine import seed_everything
     from stovtal.engine.checkpoint import check_state_dict, load_model
 
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
     name = _run_name(n, round)
@@ -485,7 +492,8 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
 
     def make(db: Mapping[str, Any]):
         return VideoFeatureDataset({"database": dict(db)}, d.spec.unlabelled_feature_dir, [AGNOSTIC], d.spec.grid,
-                                   feat_dim=d.spec.feat_dim, max_seq_len=d.spec.max_seq_len, training=True)
+                                   feat_dim=d.spec.feat_dim, max_seq_len=d.spec.max_seq_len,
+                                   crop_ratio=d.spec.crop_ratio, trunc_thresh=d.spec.trunc_thresh, training=True)
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
