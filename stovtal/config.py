@@ -160,7 +160,7 @@ class TrainConfig:
 
     ``optimizer`` (``adamw`` | ``adam``: L2 in the gradient, CoLA's), ``schedule`` (``cosine`` |
     ``constant``, CoLA's) and ``iterations`` (> 0: that many steps instead of ``epochs``) are
-    read by FEEL's CoLA training only; the localizer's trainer requires their defaults.
+    FEEL's CoLA recipe; ``train`` and ``selftrain`` keep the localizer's (their defaults).
     """
 
     epochs: int = 35
@@ -503,7 +503,7 @@ def _feel_data() -> DataConfig:
         synthetic=None, train_subset="validation", test_subset="test", vocabulary="thumos14", feat_dim=None,
         max_seq_len=512,
         world={"seed": 0, "vocabulary": "thumos14", "profile": "short", "num_web": 300, "num_test": 100,
-               "num_train": 1, "web_classes_per_video": [1.0]},
+               "num_train": 1, "web_classes_per_video": [1.0], "web_profile": "target"},
     )
 
 

@@ -28,11 +28,11 @@ from stovtal.engine.layout import FeelLayout
 from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
 
 from .cci import cci_refine
+from .cola import build_model, forward_videos, predict, train_cola
 from .config import FeelConfig
 from .data import FeelData, dominant_label, load_feel_data
 from .iis import select_per_cluster, selection_fraction
 from .kmeans import kmeans
-from .localizer import build_model, forward_videos, predict, train_cola
 
 __all__ = ["nearest_names", "run_feel"]
 

@@ -132,6 +132,8 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
         names, emb = load_embeddings(os.path.join(root, files["vocab"]))
         feat_dir = os.path.join(root, files["features"])
         world_id = {k: v for k, v in wcfg.to_dict().items() if k not in ("num_web", "web_shard_size")}
+        if world_id["web_profile"] == "target":  # the web set of work directories made before the option
+            world_id.pop("web_profile")
         return Data(
             grid=grid, feat_dim=int(meta["feat_dim"]), feature_dir=feat_dir, unlabelled_feature_dir=feat_dir,
             annotations=load_annotations(os.path.join(root, files["annotations"]))["database"],
