@@ -38,8 +38,6 @@ This module imports no engine, data or app code (only the models' config datacla
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import warnings
@@ -56,6 +54,7 @@ from stovtal.models.cola import CoLAConfig
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.models.localizer import LocalizerConfig
 from stovtal.utils.finite import check_finite
+from stovtal.utils.resume import fingerprint
 
 __all__ = [
     "FIELD_RULES",
@@ -738,11 +737,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (to tell whether a stage's inputs changed)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- validation

@@ -2,7 +2,7 @@
 
 The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
 written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
-holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+(a pin, :mod:`stovtal.utils.resume`) holds a fingerprint of the inputs, and reusing a directory made with a different configuration
 is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
 its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
@@ -12,8 +12,16 @@ first pseudo-labels the same videos with round r-1's teacher (``pseudo/n<N>-r<r>
 resumable like the ``pseudolabel`` stage) and then retrains (``retrain/n<N>-r<r>``). Each round
 has its own fingerprints, chained to the previous round's.
 
-Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
-who does what.
+Under ``torchrun`` every rank runs the pipeline (one process: the same code, collectives are
+no-ops; :mod:`stovtal.utils.distributed`):
+
+* ``base`` / ``retrain``: every rank trains (DDP, see :class:`stovtal.engine.Trainer`); rank 0
+  exports the weights.
+* ``pseudolabel`` (and the rounds' re-labelling): the shards of the video list are divided among
+  the ranks (and among independent jobs, ``--shard i/n``); rank 0 merges them
+  (:func:`stovtal.selftrain.pseudolabel.pseudo_label_distributed`).
+* ``eval``: each rank predicts its share of the test videos; rank 0 gathers and scores them.
+* ``report``, ``config.yaml``, ``stage.json``: rank 0; the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from typing import Any
 
 import torch
 
-from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
+from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.resume import pin
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
@@ -393,19 +402,11 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what
 
 def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
     accepted = [fp] if isinstance(fp, str) else list(fp)
-    fp = accepted[0]
-    rec_path = os.path.join(stage_dir, STAGE_FILE)
-    if os.path.exists(rec_path):
-        rec = read_json(rec_path)
-        if rec.get("fingerprint") not in accepted:
-            raise ConfigError(
-                f"{stage_dir}: {what} was made with a different configuration "
-                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
-                f"{stage_dir} to redo it"
-            )
-    else:
-        os.makedirs(stage_dir, exist_ok=True)
-        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    pin(os.path.join(stage_dir, STAGE_FILE), {"fingerprint": accepted[0], "stage": what}, accepted,
+        mismatch=lambda old: (f"{what} was made with a different configuration (fingerprint "
+                              f"{old.get('fingerprint') if isinstance(old, dict) else None} != "
+                              f"{accepted[0]}); use another --workdir or delete {stage_dir} to redo it"),
+        error=ConfigError)
     if os.path.exists(out):
         ctx.log(f"[{what}] output exists, skipped: {out}")
         return True
@@ -461,7 +462,7 @@ def _run_name(n: int, round: int) -> str:
 def stage_pseudolabel(ctx: Context, n: int, round: int = 1) -> str:
     """Pseudo-label ``n`` unlabelled videos: round 1 with the base model's EMA weights, round
     r > 1 with round r-1's self-trained teacher."""
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     lay, name = ctx.layout, _run_name(n, round)
     out_dir, out = lay.pseudo_dir(n, round), lay.pseudo_labels(n, round)
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n, round), f"pseudolabel {name}"):
@@ -491,7 +492,7 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
     from stovtal.engine import seed_everything
     from stovtal.engine.checkpoint import check_state_dict, load_model
 
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
     name = _run_name(n, round)

@@ -89,7 +89,7 @@ def test_second_round_runs_resumes_after_a_kill_and_is_reported(tiny_run, tmp_pa
     pseudo-labels are written, run again: round 1 and the round-2 pseudo-labels are reused,
     round 2 retrains, and results.json / report.md carry both rounds, teacher and raw student.
     The round-2 pseudo-labels are those of round 1's teacher."""
-    from stovtal.selftrain.distributed import pseudo_label_distributed
+    from stovtal.selftrain.pseudolabel import pseudo_label_distributed
 
     ctx, _ = tiny_run
     n = ctx.default_scale()
