@@ -28,6 +28,7 @@
 
 #include "nms.h"
 #include "nms_common.h"
+#include "nms_sort.h"
 
 namespace stovtal {
 namespace {
@@ -82,17 +83,16 @@ void load_values(const at::Tensor& segments, const at::Tensor& scores, bool fini
   }
 }
 
-// Sorts candidate indices with `before` and lays out the SoA arrays in that
-// order; groups are maximal runs of equal labels (one group without labels).
-template <typename acc_t, typename Before>
+// Lays out the SoA arrays in processing order `order` (a permutation of the
+// input indices, grouped by label when `labels` is given); groups are maximal
+// runs of equal labels (one group without labels).
+template <typename acc_t>
 Candidates<acc_t> arrange(const std::vector<acc_t>& start, const std::vector<acc_t>& end,
                           const std::vector<acc_t>& score, const int64_t* labels,
-                          const Before& before) {
+                          std::vector<int64_t> order) {
   const int64_t n = static_cast<int64_t>(start.size());
   Candidates<acc_t> c;
-  c.order.resize(n);
-  std::iota(c.order.begin(), c.order.end(), int64_t{0});
-  std::sort(c.order.begin(), c.order.end(), before);
+  c.order = std::move(order);
   c.start.resize(n);
   c.end.resize(n);
   c.length.resize(n);
@@ -108,6 +108,16 @@ Candidates<acc_t> arrange(const std::vector<acc_t>& start, const std::vector<acc
   }
   c.group_begin.push_back(n);
   return c;
+}
+
+// The input indices 0..n-1 stably sorted by label (unchanged without labels).
+std::vector<int64_t> label_order(int64_t n, const int64_t* labels) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (labels != nullptr) {
+    stable_radix_sort(order, [&](int64_t i) { return ascending_key(labels[i]); });
+  }
+  return order;
 }
 
 at::Tensor labels_as_int64(const std::optional<at::Tensor>& labels) {
@@ -165,19 +175,22 @@ struct IntervalIndex {
                 int64_t n) {
     slot_of.assign(n, -1);
     class_of.assign(n, -1);
-    std::vector<std::pair<int, int64_t>> keyed;  // (class, position)
+    // Positions with positive finite length, sorted by (class, start,
+    // position): two stable sorts of the ascending positions.
+    std::vector<int64_t> keyed;
+    std::vector<int32_t> exponent_of(n);
     keyed.reserve(n);
     for (int64_t p = 0; p < n; ++p) {
       if (length[p] > acc_t(0) && std::isfinite(length[p])) {
         int exponent = 0;
         std::frexp(length[p], &exponent);
-        keyed.emplace_back(exponent, p);
+        exponent_of[p] = exponent;
+        keyed.push_back(p);
       }
     }
-    std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
-      if (a.first != b.first) return a.first < b.first;
-      if (start[a.second] != start[b.second]) return start[a.second] < start[b.second];
-      return a.second < b.second;
+    stable_radix_sort(keyed, [&](int64_t p) { return ascending_key(start[p]); });
+    stable_radix_sort(keyed, [&](int64_t p) {
+      return static_cast<uint32_t>(exponent_of[p]) ^ 0x80000000u;  // ascending exponent
     });
     const int64_t m = static_cast<int64_t>(keyed.size());
     s.resize(m);
@@ -187,14 +200,14 @@ struct IntervalIndex {
     alive.assign(m, 1);
     if (sc != nullptr) score.resize(m);
     for (int64_t i = 0; i < m; ++i) {
-      const int64_t p = keyed[i].second;
+      const int64_t p = keyed[i];
       s[i] = start[p];
       e[i] = end[p];
       l[i] = length[p];
       pos[i] = p;
       if (sc != nullptr) score[i] = sc[p];
       slot_of[p] = i;
-      if (i == 0 || keyed[i].first != keyed[i - 1].first) {
+      if (i == 0 || exponent_of[p] != exponent_of[keyed[i - 1]]) {
         classes.emplace_back();
         classes.back().begin = i;
         classes.back().lmin = l[i];
@@ -365,12 +378,14 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   std::vector<acc_t> start, end, score;
   load_values<scalar_t, acc_t>(segments, scores, /*finite_scores=*/false, "temporal_nms", start,
                                end, score);
-  // Within a label: descending score, ties by lower index.
-  const auto before = [&](int64_t a, int64_t b) {
-    if (labels != nullptr && labels[a] != labels[b]) return labels[a] < labels[b];
-    return score_before(score[a], a, score[b], b);
-  };
-  Candidates<acc_t> c = arrange(start, end, score, labels, before);
+  // By label, then descending score, ties by lower index.
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  stable_radix_sort(order, [&](int64_t i) { return ~ascending_key(score[i]); });
+  if (labels != nullptr) {
+    stable_radix_sort(order, [&](int64_t i) { return ascending_key(labels[i]); });
+  }
+  Candidates<acc_t> c = arrange(start, end, score, labels, std::move(order));
   const acc_t thr = static_cast<acc_t>(iou_threshold_d);
   const int64_t num_groups = static_cast<int64_t>(c.group_begin.size()) - 1;
 
@@ -397,9 +412,9 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   for (int64_t g = 0; g < num_groups; ++g) {
     for (int64_t q = 0; q < kept_count[g]; ++q) kept.push_back(c.order[kept_pos[c.group_begin[g] + q]]);
   }
-  if (num_groups > 1) {
-    std::sort(kept.begin(), kept.end(),
-              [&](int64_t a, int64_t b) { return score_before(score[a], a, score[b], b); });
+  if (num_groups > 1) {  // descending score, ties by lower index
+    stable_radix_sort(kept, [](int64_t i) { return ascending_key(i); });
+    stable_radix_sort(kept, [&](int64_t i) { return ~ascending_key(score[i]); });
   }
   int64_t k = static_cast<int64_t>(kept.size());
   if (max_keep > 0) k = std::min(k, max_keep);
@@ -632,11 +647,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
                                score);
   // Group by label, input order within a group: the running max-score search
   // then breaks ties towards the lower index by keeping the first maximum.
-  const auto before = [&](int64_t a, int64_t b) {
-    if (labels != nullptr && labels[a] != labels[b]) return labels[a] < labels[b];
-    return a < b;
-  };
-  const Candidates<acc_t> c = arrange(start, end, score, labels, before);
+  const Candidates<acc_t> c = arrange(start, end, score, labels, label_order(n, labels));
   const acc_t thr = static_cast<acc_t>(iou_threshold_d);
   const acc_t sigma = static_cast<acc_t>(sigma_d);
   const acc_t min_score = static_cast<acc_t>(min_score_d);
