@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -28,6 +29,8 @@
 
 #include "nms.h"
 #include "nms_common.h"
+#include "nms_heap.h"
+#include "nms_simd.h"
 #include "nms_sort.h"
 
 namespace stovtal {
@@ -146,9 +149,33 @@ inline double min_length_ratio(double threshold) {
   return threshold >= 1e-30 ? threshold / (1.0 + kRatioMargin) : 0.0;
 }
 
+// The first element of the ascending array [first, first + count) that is
+// not below x (std::lower_bound), by a binary search whose steps are selects
+// rather than branches.
+template <typename T>
+const T* first_not_below(const T* first, int64_t count, T x) {
+  if (count <= 0) return first;
+  while (count > 1) {
+    const int64_t half = count / 2;
+    first = first[half] < x ? first + half : first;
+    count -= half;
+  }
+  return first + (*first < x ? 1 : 0);
+}
+
+// The biased exponent field of a positive finite float or double: lengths
+// with the same field differ by less than a factor 2 (subnormals share 0).
+template <typename T>
+int32_t exponent_field(T x) {
+  radix_key_t<T> bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return static_cast<int32_t>(bits >> (std::is_same_v<T, float> ? 23 : 52));
+}
+
 // Candidates of one group whose length is positive and finite, as slots
 // sorted by (length class, start): class = binary exponent of the length, so
-// lengths within a class differ by less than a factor 2. A query for the
+// lengths within a class differ by less than a factor 2 (all subnormal
+// lengths form one class). A query for the
 // candidates of class c that overlap [bs, be] reads the slots whose start lies
 // in [bs - reach_c, be), reach_c being just above the longest length of the
 // class: an overlapping candidate has ke > bs and fl(ke - ks) <= lmax, hence
@@ -182,15 +209,13 @@ struct IntervalIndex {
     keyed.reserve(n);
     for (int64_t p = 0; p < n; ++p) {
       if (length[p] > acc_t(0) && std::isfinite(length[p])) {
-        int exponent = 0;
-        std::frexp(length[p], &exponent);
-        exponent_of[p] = exponent;
+        exponent_of[p] = exponent_field(length[p]);
         keyed.push_back(p);
       }
     }
     stable_radix_sort(keyed, [&](int64_t p) { return ascending_key(start[p]); });
     stable_radix_sort(keyed, [&](int64_t p) {
-      return static_cast<uint32_t>(exponent_of[p]) ^ 0x80000000u;  // ascending exponent
+      return static_cast<uint32_t>(exponent_of[p]);
     });
     const int64_t m = static_cast<int64_t>(keyed.size());
     s.resize(m);
@@ -224,25 +249,32 @@ struct IntervalIndex {
     }
   }
 
-  // Whether class c can hold a length whose ratio to `length` is >= `ratio`.
-  bool compatible(const Class& c, acc_t length, double ratio) const {
-    if (ratio <= 0) return true;
+  // The lengths whose ratio to `length` is >= `ratio`: [lo, hi] (all when
+  // ratio <= 0).
+  struct LengthRange {
+    bool all;
+    double lo, hi;
+  };
+  static LengthRange length_range(acc_t length, double ratio) {
     const double len = static_cast<double>(length);
-    return static_cast<double>(c.lmax) >= len * ratio && static_cast<double>(c.lmin) <= len / ratio;
+    return ratio <= 0 ? LengthRange{true, 0, 0} : LengthRange{false, len * ratio, len / ratio};
+  }
+
+  // Whether class c can hold a length in range r.
+  static bool compatible(const Class& c, const LengthRange& r) {
+    return r.all || (static_cast<double>(c.lmax) >= r.lo && static_cast<double>(c.lmin) <= r.hi);
   }
 
   // First slot of class c whose start is >= bs - reach.
   int64_t window_begin(const Class& c, acc_t bs) const {
-    const acc_t* first = s.data() + c.begin;
-    return std::lower_bound(first, first + c.count, static_cast<acc_t>(bs - c.reach)) - s.data();
+    return first_not_below(s.data() + c.begin, c.count, static_cast<acc_t>(bs - c.reach)) - s.data();
   }
 
   // Slots [first, last) of class c whose start is in [bs - reach, be).
   std::pair<int64_t, int64_t> window(const Class& c, acc_t bs, acc_t be) const {
     const acc_t* first = s.data() + c.begin;
-    const acc_t* last = first + c.count;
-    const acc_t* a = std::lower_bound(first, last, static_cast<acc_t>(bs - c.reach));
-    const acc_t* b = std::lower_bound(a, last, be);
+    const acc_t* a = first_not_below(first, c.count, static_cast<acc_t>(bs - c.reach));
+    const acc_t* b = first_not_below(a, c.count - (a - first), be);
     return {a - s.data(), b - s.data()};
   }
 
@@ -335,15 +367,16 @@ int64_t hard_nms_group_indexed(const acc_t* s, const acc_t* e, const acc_t* l, i
   const auto suppress = [&](int64_t k) {
     const acc_t bs = s[k], be = e[k], bl = l[k];
     if (!(bl > acc_t(0))) return;  // zero length: IoU 0 with everything
+    const auto range = index.length_range(bl, ratio);
     for (auto& cls : index.classes) {
-      if (!index.compatible(cls, bl, ratio)) continue;
-      const auto [first, last] = index.window(cls, bs, be);
+      if (!index.compatible(cls, range)) continue;
       const acc_t* ws = index.s.data();
       const acc_t* we = index.e.data();
       const acc_t* wl = index.l.data();
       uint8_t* alive = index.alive.data();
       int64_t killed = 0;
-      for (int64_t i = first; i < last; ++i) {
+      const int64_t stop = cls.begin + cls.count;
+      for (int64_t i = index.window_begin(cls, bs); i < stop && ws[i] < be; ++i) {
         const bool hit =
             alive[i] && nms_suppresses(segment_iou_with_lengths(ws[i], we[i], wl[i], bs, be, bl), thr);
         if (hit) {
@@ -527,42 +560,49 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
     const int64_t slot = index.slot_of[p];
     return slot >= 0 ? index.score[slot] : score[p];
   };
-  struct Entry {
-    acc_t score;
-    int64_t pos;
-  };
-  const auto later = [](const Entry& a, const Entry& b) {
-    return score_before(b.score, b.pos, a.score, a.pos);
-  };
-  std::vector<Entry> heap(m);
-  for (int64_t p = 0; p < m; ++p) heap[p] = {score[p], p};
-  std::make_heap(heap.begin(), heap.end(), later);
-  const auto push = [&](acc_t sc, int64_t p) {
-    heap.push_back({sc, p});
-    std::push_heap(heap.begin(), heap.end(), later);
-  };
+  using Heap = ScoreHeap<acc_t>;
+  TORCH_CHECK(static_cast<uint64_t>(m) < Heap::kPosMask, "soft_nms: too many candidates of one label (",
+              m, ")");
+  std::vector<typename Heap::Key> keys(m);
+  for (int64_t p = 0; p < m; ++p) keys[p] = Heap::pack(score[p], p);
+  Heap heap(std::move(keys));
   const auto drop = [&](int64_t p) {
     live[p] = 0;
     const int64_t slot = index.slot_of[p];
     if (slot >= 0) index.kill(slot, index.classes[index.class_of[p]]);
   };
 
-  std::vector<int64_t> hit_slot;
-  std::vector<acc_t> hit_iou, hit_weight;
+  // Hits of one selection (at most one per slot): slot, IoU, weight.
+  const int64_t slots = static_cast<int64_t>(index.s.size());
+  std::vector<int32_t> hit_slot(slots);
+  std::vector<acc_t> hit_iou(slots), hit_weight(slots);
+  // The AVX-512 loops (float32; slot indices in int32) give the scalar bits.
+  bool simd = false;
+  if constexpr (std::is_same_v<acc_t, float>) {
+    simd = slots < std::numeric_limits<int32_t>::max() && nms_use_avx512();
+  }
   int64_t count = 0;
   while (prm.max_keep <= 0 || count < prm.max_keep) {
     int64_t best = -1;
     while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), later);
-      const Entry top = heap.back();
-      heap.pop_back();
-      if (!live[top.pos]) continue;
-      const acc_t now = current(top.pos);
-      if (now == top.score) {
-        best = top.pos;
+      const auto top = heap.top();
+      const int64_t p = Heap::pos_of(top);
+      if (!live[p]) {
+        heap.pop();
+        continue;
+      }
+      const auto now = ascending_key(current(p));
+      const auto queued = Heap::score_key(top);
+      if (now == queued) {  // the same score (-0 and +0 share a key, as they compare equal)
+        best = p;
+        heap.pop();
         break;
       }
-      if (now < top.score) push(now, top.pos);  // else a higher entry of it is queued
+      if (now < queued) {
+        heap.replace_top(Heap::pack(current(p), p));  // stale: queue it with its current score
+      } else {
+        heap.pop();  // a higher entry of it is queued
+      }
     }
     if (best < 0) break;
     sel_pos[count] = best;
@@ -575,27 +615,41 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
       // Three passes so that the weights (the costly part) are computed in a
       // loop of independent iterations: the overlapping live slots of every
       // class and their IoUs, their weights, then the decay.
-      hit_slot.clear();
-      hit_iou.clear();
+      int64_t hits = 0;
+      const auto range = index.length_range(bl, ratio);
       for (const auto& cls : index.classes) {
-        if (!index.compatible(cls, bl, ratio)) continue;
+        if (!index.compatible(cls, range)) continue;
         const int64_t first = index.window_begin(cls, bs);
         const int64_t stop = cls.begin + cls.count;
+#ifdef STOVTAL_NMS_AVX512
+        if constexpr (std::is_same_v<acc_t, float>) {
+          if (simd) {
+            hits += overlapping_slots_avx512(index.s.data(), index.e.data(), index.l.data(),
+                                             index.alive.data(), first, stop, bs, be, bl,
+                                             hit_slot.data() + hits, hit_iou.data() + hits);
+            continue;
+          }
+        }
+#endif
         for (int64_t i = first; i < stop && index.s[i] < be; ++i) {
           if (!index.alive[i]) continue;
           const acc_t rs = index.s[i], re = index.e[i];
           if (!(std::min(be, re) - std::max(bs, rs) > acc_t(0))) continue;
-          hit_slot.push_back(i);
-          hit_iou.push_back(segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]));
+          hit_slot[hits] = static_cast<int32_t>(i);
+          hit_iou[hits] = segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]);
+          ++hits;
         }
       }
-      const int64_t hits = static_cast<int64_t>(hit_slot.size());
-      hit_weight.resize(hits);
       if (prm.method == kSoftNmsGaussian) {
         const acc_t sigma = prm.sigma;
         const acc_t* iou = hit_iou.data();
         acc_t* weight = hit_weight.data();
-        for (int64_t h = 0; h < hits; ++h) {
+#ifdef STOVTAL_NMS_AVX512
+        if constexpr (std::is_same_v<acc_t, float>) {
+          if (simd) gaussian_weights_avx512(iou, hits, sigma, weight);
+        }
+#endif
+        for (int64_t h = 0; h < hits && !simd; ++h) {
           // = soft_nms_weight (a hit has inter > 0, so iou > 0 unless it underflows)
           weight[h] = iou[h] > acc_t(0) ? gaussian_weight(iou[h], sigma) : acc_t(1);
         }
@@ -617,7 +671,7 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
           continue;
         }
         index.score[i] = new_score;
-        if (new_score > old_score) push(new_score, index.pos[i]);
+        if (new_score > old_score) heap.push(Heap::pack(new_score, index.pos[i]));
       }
       if (any_drop) {
         for (auto& cls : index.classes) index.maybe_compact(cls);
@@ -739,8 +793,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
         const int64_t g0 = c.group_begin[g];
         const IntervalIndex<acc_t>& index = *vote_index[g];
         voters.clear();
+        const auto range = index.length_range(l, vratio);
         for (const auto& cls : index.classes) {
-          if (!index.compatible(cls, l, vratio)) continue;
+          if (!index.compatible(cls, range)) continue;
           const auto [first, last] = index.window(cls, s, e);
           for (int64_t i = first; i < last; ++i) {
             const acc_t iou = segment_iou_with_lengths(s, e, l, index.s[i], index.e[i], index.l[i]);
