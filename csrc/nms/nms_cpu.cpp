@@ -172,6 +172,9 @@ int32_t exponent_field(T x) {
   return static_cast<int32_t>(bits >> (std::is_same_v<T, float> ? 23 : 52));
 }
 
+// Classes with fewer slots than this have no start lookup table.
+constexpr int64_t kTableMinSlots = 256;
+
 // Candidates of one group whose length is positive and finite, as slots
 // sorted by (length class, start): class = binary exponent of the length, so
 // lengths within a class differ by less than a factor 2 (all subnormal
@@ -189,7 +192,13 @@ struct IntervalIndex {
   struct Class {
     int64_t begin = 0, count = 0, dead = 0;
     acc_t lmin = 0, lmax = 0, reach = 0;
+    // Start lookup table (see window_begin): buckets [table, table + buckets)
+    // of `bucket`, at most `capacity` of them; bucket k holds the first slot
+    // whose start is >= t0 + k * width.
+    int64_t table = 0, capacity = 0, buckets = 0;
+    double t0 = 0, width = 0, inv_width = 0;
   };
+  std::vector<int64_t> bucket;
   std::vector<acc_t> s, e, l, score;  // per slot
   std::vector<int64_t> pos;           // per slot: position in the group
   std::vector<uint8_t> alive;         // per slot
@@ -244,9 +253,42 @@ struct IntervalIndex {
       c.lmin = std::min(c.lmin, l[i]);
       c.lmax = std::max(c.lmax, l[i]);
     }
+    int64_t table_size = 0;
     for (Class& c : classes) {
       c.reach = std::nextafter(c.lmax, std::numeric_limits<acc_t>::infinity());
+      c.table = table_size;
+      c.capacity = c.count;
+      table_size += c.capacity;
     }
+    bucket.resize(table_size);
+    for (Class& c : classes) build_table(c);
+  }
+
+  // Bucket k's lower bound on starts (the same expression for building and
+  // reading the table).
+  static double bucket_start(const Class& c, int64_t k) {
+    return c.t0 + static_cast<double>(k) * c.width;
+  }
+
+  // Splits the starts of class c, [t0, last start], into equal buckets (one
+  // per slot) and records each bucket's first slot. Small classes are left
+  // to the binary search.
+  void build_table(Class& c) {
+    c.buckets = 0;
+    if (c.count < kTableMinSlots) return;
+    c.t0 = static_cast<double>(s[c.begin]);
+    const int64_t nb = std::min(c.capacity, c.count);
+    c.width = (static_cast<double>(s[c.begin + c.count - 1]) - c.t0) / static_cast<double>(nb);
+    if (!(c.width > 0) || !std::isfinite(c.width)) return;  // one start: binary search
+    c.inv_width = 1.0 / c.width;
+    int64_t i = c.begin;
+    const int64_t stop = c.begin + c.count;
+    for (int64_t k = 0; k < nb; ++k) {
+      const double lower = bucket_start(c, k);
+      while (i < stop && static_cast<double>(s[i]) < lower) ++i;
+      bucket[c.table + k] = i;
+    }
+    c.buckets = nb;
   }
 
   // The lengths whose ratio to `length` is >= `ratio`: [lo, hi] (all when
@@ -265,16 +307,29 @@ struct IntervalIndex {
     return r.all || (static_cast<double>(c.lmax) >= r.lo && static_cast<double>(c.lmin) <= r.hi);
   }
 
-  // First slot of class c whose start is >= bs - reach.
+  // First slot of class c whose start is >= x = fl(bs - reach). With a
+  // table: k is the bucket with bucket_start(k) <= x < bucket_start(k + 1)
+  // (estimated from (x - t0) / width, then corrected with the exact bucket
+  // starts), so every slot before bucket[k] starts below x and bucket[k + 1]
+  // starts above it; a binary search between them finishes.
   int64_t window_begin(const Class& c, acc_t bs) const {
-    return first_not_below(s.data() + c.begin, c.count, static_cast<acc_t>(bs - c.reach)) - s.data();
+    const acc_t x = static_cast<acc_t>(bs - c.reach);
+    if (c.buckets == 0) return first_not_below(s.data() + c.begin, c.count, x) - s.data();
+    const double xd = static_cast<double>(x);
+    if (!(xd > c.t0)) return c.begin;  // every start is >= t0 >= x
+    const double estimate = (xd - c.t0) * c.inv_width;
+    int64_t k = estimate >= static_cast<double>(c.buckets - 1) ? c.buckets - 1 : static_cast<int64_t>(estimate);
+    while (k > 0 && bucket_start(c, k) > xd) --k;
+    while (k + 1 < c.buckets && bucket_start(c, k + 1) <= xd) ++k;
+    const int64_t lo = bucket[c.table + k];
+    const int64_t hi = k + 1 < c.buckets ? bucket[c.table + k + 1] : c.begin + c.count;
+    return first_not_below(s.data() + lo, hi - lo, x) - s.data();
   }
 
   // Slots [first, last) of class c whose start is in [bs - reach, be).
   std::pair<int64_t, int64_t> window(const Class& c, acc_t bs, acc_t be) const {
-    const acc_t* first = s.data() + c.begin;
-    const acc_t* a = first_not_below(first, c.count, static_cast<acc_t>(bs - c.reach));
-    const acc_t* b = first_not_below(a, c.count - (a - first), be);
+    const acc_t* a = s.data() + window_begin(c, bs);
+    const acc_t* b = first_not_below(a, c.begin + c.count - (a - s.data()), be);
     return {a - s.data(), b - s.data()};
   }
 
@@ -306,6 +361,7 @@ struct IntervalIndex {
     }
     c.count = w - c.begin;
     c.dead = 0;
+    build_table(c);
   }
 };
 
@@ -415,7 +471,9 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), int64_t{0});
   stable_radix_sort(order, [&](int64_t i) { return ~ascending_key(score[i]); });
+  std::vector<int64_t> by_score;  // the output order, across labels
   if (labels != nullptr) {
+    by_score = order;
     stable_radix_sort(order, [&](int64_t i) { return ascending_key(labels[i]); });
   }
   Candidates<acc_t> c = arrange(start, end, score, labels, std::move(order));
@@ -442,12 +500,16 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
 
   std::vector<int64_t> kept;
   kept.reserve(n);
-  for (int64_t g = 0; g < num_groups; ++g) {
-    for (int64_t q = 0; q < kept_count[g]; ++q) kept.push_back(c.order[kept_pos[c.group_begin[g] + q]]);
-  }
-  if (num_groups > 1) {  // descending score, ties by lower index
-    stable_radix_sort(kept, [](int64_t i) { return ascending_key(i); });
-    stable_radix_sort(kept, [&](int64_t i) { return ~ascending_key(score[i]); });
+  if (num_groups == 1) {
+    for (int64_t q = 0; q < kept_count[0]; ++q) kept.push_back(c.order[kept_pos[q]]);
+  } else {  // the kept ones of every group, in by_score's order
+    std::vector<uint8_t> is_kept(n, 0);
+    for (int64_t g = 0; g < num_groups; ++g) {
+      for (int64_t q = 0; q < kept_count[g]; ++q) is_kept[c.order[kept_pos[c.group_begin[g] + q]]] = 1;
+    }
+    for (const int64_t i : by_score) {
+      if (is_kept[i]) kept.push_back(i);
+    }
   }
   int64_t k = static_cast<int64_t>(kept.size());
   if (max_keep > 0) k = std::min(k, max_keep);
