@@ -38,8 +38,6 @@ This module imports no engine, data or app code (only the models' config datacla
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import warnings
@@ -56,6 +54,7 @@ from stovtal.models.cola import CoLAConfig
 from stovtal.models.cola_inference import LocalizeConfig
 from stovtal.models.localizer import LocalizerConfig
 from stovtal.utils.finite import check_finite
+from stovtal.utils.resume import fingerprint
 
 __all__ = [
     "FIELD_RULES",
@@ -160,7 +159,7 @@ class TrainConfig:
 
     ``optimizer`` (``adamw`` | ``adam``: L2 in the gradient, CoLA's), ``schedule`` (``cosine`` |
     ``constant``, CoLA's) and ``iterations`` (> 0: that many steps instead of ``epochs``) are
-    read by FEEL's CoLA training only; the localizer's trainer requires their defaults.
+    FEEL's CoLA recipe; ``train`` and ``selftrain`` keep the localizer's (their defaults).
     """
 
     epochs: int = 35
@@ -271,6 +270,12 @@ class PseudoLabelConfig:
             candidates' actionness, and >= ``threshold``).
         threshold: the fixed threshold (the authors: 0.05 on THUMOS-like data, 0.3-0.5 else);
             the floor of the adaptive modes.
+        threshold_by_n: ``{N: threshold}``: the threshold of a run on N unlabelled videos is the
+            value of the largest key <= N (``threshold`` below the smallest key; empty: always
+            ``threshold``). The authors set it per scale (HYUNJS/STOV-TAL
+            ``configs/joint/TH_vifi_prop_*_UKR*-PL.yaml``): 0.05 at 5k, 0.10 at 10k, 0.05 at
+            100k unlabelled videos, i.e. ``pseudo.threshold_by_n={10000: 0.10, 100000: 0.05}``
+            with ``pseudo.threshold=0.05``.
         min_num: keep at least this many segments per video (the best ones), whatever the
             threshold; max_num: at most this many (<= 0: no limit).
         dedup: remove segments overlapping a better one by tIoU > ``dedup_iou`` (hard NMS).
@@ -285,6 +290,7 @@ class PseudoLabelConfig:
     subset_seed: int = 0
     threshold_mode: str = "fixed"
     threshold: float = 0.05
+    threshold_by_n: dict[int, float] = field(default_factory=dict)
     per_video_ratio: float = 0.5
     quantile: float = 0.5
     min_num: int = 1
@@ -296,6 +302,15 @@ class PseudoLabelConfig:
     shard_size: int = 64
     batch_size: int = 8
     num_workers: int = 0
+
+    def threshold_for(self, n: int) -> float:
+        """The threshold of a run on ``n`` unlabelled videos (see ``threshold_by_n``)."""
+        keys = [k for k in self.threshold_by_n if k <= n]
+        return float(self.threshold_by_n[max(keys)]) if keys else float(self.threshold)
+
+    def for_n(self, n: int) -> PseudoLabelConfig:
+        """This section with ``threshold`` set for a run on ``n`` unlabelled videos."""
+        return dataclasses.replace(self, threshold=self.threshold_for(n))
 
 
 @dataclass
@@ -334,6 +349,12 @@ class RetrainConfig:
             sigmoid actionness of student and teacher on the unlabelled videos of a batch); 0: off.
         refresh_every: re-pseudo-label the unlabelled videos with the teacher every R epochs
             (online self-training); 0: never.
+        rounds: self-training rounds (>= 1). Round r > 1 pseudo-labels the same unlabelled
+            videos again with round r-1's self-trained teacher (same ``pseudo`` settings) and
+            retrains with them, from the same initialisation and schedule as round 1 (the
+            authors' ``*-PL-ST2.yaml`` configs: labels from the first self-trained model, the
+            teacher initialised from the base model again). Every round is a resumable stage of
+            its own and is evaluated and reported.
         labelled_fraction: in (0, 1): every retraining epoch (the plain union's length) has
             this share of labelled videos, repeated as needed, and pseudo-labelled ones
             subsampled (``stovtal.selftrain.teacher.FixedShareEpochs``); 0: the plain union,
@@ -353,6 +374,7 @@ class RetrainConfig:
     consistency_weight: float = 0.0
     refresh_every: int = 0
     labelled_fraction: float = 0.5
+    rounds: int = 1
 
 
 @dataclass
@@ -480,7 +502,7 @@ def _feel_data() -> DataConfig:
         synthetic=None, train_subset="validation", test_subset="test", vocabulary="thumos14", feat_dim=None,
         max_seq_len=512,
         world={"seed": 0, "vocabulary": "thumos14", "profile": "short", "num_web": 300, "num_test": 100,
-               "num_train": 1, "web_classes_per_video": [1.0]},
+               "num_train": 1, "web_classes_per_video": [1.0], "web_profile": "target"},
     )
 
 
@@ -717,11 +739,6 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (to tell whether a stage's inputs changed)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- validation
 
 Check = Callable[[Any], "str | None"]
@@ -740,6 +757,12 @@ def within(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -
         ok = (lo < x if lo_open else lo <= x) and (x < hi if hi_open else x <= hi)
         return None if ok else f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {x}"
     return check
+
+
+def integer(check: Check) -> Check:
+    """``check`` on a whole number (an int, not a bool or a float)."""
+    return lambda x: (check(x) if isinstance(x, int) and not isinstance(x, bool)
+                      else f"must be an integer, got {x!r}")
 
 
 def one_of(*choices: str) -> Check:
@@ -790,6 +813,7 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "teacher_decay": within(0, 1, hi_open=True), "teacher_init": one_of("raw", "ema"),
         "student_init": one_of("scratch", "base"),
         "consistency_weight": ge(0), "refresh_every": ge(0), "labelled_fraction": within(0, 1, hi_open=True),
+        "rounds": integer(ge(1)),
     },
     ClusterConfig: {
         "num_clusters": ge(0), "n_init": ge(1), "max_iter": ge(1), "k1": ge(1), "k2": ge(1),
@@ -884,6 +908,11 @@ def _validate_selftrain(cfg: SelfTrainConfig, check_paths: bool) -> None:
     p = cfg.pseudo
     _need(p.candidate_floor <= p.threshold or p.threshold_mode != "fixed", "pseudo.candidate_floor",
           f"({p.candidate_floor}) must not exceed pseudo.threshold ({p.threshold})")
+    for n, t in p.threshold_by_n.items():
+        _need(isinstance(n, int) and n >= 1, "pseudo.threshold_by_n", f"keys are numbers of videos >= 1, got {n!r}")
+        _need(isinstance(t, (int, float)) and 0 <= t <= 1, f"pseudo.threshold_by_n.{n}", f"must be in [0, 1], got {t!r}")
+        _need(p.candidate_floor <= t or p.threshold_mode != "fixed", f"pseudo.threshold_by_n.{n}",
+              f"({t}) must not be below pseudo.candidate_floor ({p.candidate_floor})")
     _need(p.max_num <= 0 or p.max_num >= p.min_num, "pseudo.max_num",
           f"({p.max_num}) must be >= pseudo.min_num ({p.min_num}) or <= 0 (no limit)")
     _need(p.max_candidates >= max(1, p.min_num), "pseudo.max_candidates",

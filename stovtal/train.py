@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.workdir_lock import job_lock
 
     args = build_parser().parse_args(argv)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
 
     if args.workdir:
         cfg.workdir = args.workdir

@@ -35,7 +35,7 @@ from stovtal.feel.kmeans import kmeans
 def video_features(world_seed: int, num_web: int) -> tuple[torch.Tensor, np.ndarray]:
     """Unit mean snippet features ``[N, D]`` (float64) and true class indices ``[N]``."""
     world = SyntheticWorld(SyntheticConfig(seed=world_seed, num_train=0, num_web=num_web, num_test=0,
-                                           web_classes_per_video=(1.0,)))
+                                           web_classes_per_video=(1.0,), web_profile="target"))
     feats, labels = [], []
     for video in world.iter_videos("web"):
         feats.append(video["feats"].mean(0))

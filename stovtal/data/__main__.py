@@ -3,6 +3,7 @@
     python -m stovtal.data splits --dataset thumos14 [--kind kinetics|random75|random50] [--seed 0] [--json]
     python -m stovtal.data world --root DIR [--vocabulary thumos14] [--profile short] [--seed 0]
                                 [--num-train N --num-web N --num-test N --feat-dim D]
+                                [--web-profile kinetics|target]
     python -m stovtal.data web --root DIR --num-videos N [--shard i/n]
         (adds web videos 0..N-1 to the world at DIR, in resumable shards; writes web-N.json)
 """
@@ -35,7 +36,8 @@ def _world(args: argparse.Namespace) -> int:
 
     kw = {k: v for k, v in {"seed": args.seed, "vocabulary": args.vocabulary, "profile": args.profile,
                             "num_train": args.num_train, "num_web": args.num_web,
-                            "num_test": args.num_test, "feat_dim": args.feat_dim}.items()
+                            "num_test": args.num_test, "feat_dim": args.feat_dim,
+                            "web_profile": args.web_profile}.items()
           if v is not None}
     root = SyntheticWorld(SyntheticConfig(**kw)).write(args.root, progress=not args.no_progress)
     print(f"synthetic world written to {root}")
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--num-web", type=int, default=None)
     w.add_argument("--num-test", type=int, default=None)
     w.add_argument("--feat-dim", type=int, default=None)
+    w.add_argument("--web-profile", default=None, choices=["kinetics", "target"],
+                   help="web videos of Kinetics actions with a domain shift (default) or drawn like the test videos")
     w.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     w.set_defaults(func=_world)
     b = sub.add_parser("web", help="add web videos 0..N-1 to a written synthetic world, in shards")

@@ -8,6 +8,12 @@ Kinetics-400 class contains *all* of its lemmas, otherwise **novel**. The split 
 by ``tools/make_splits.py`` with ``lemminflect`` and shipped as ``split_tables/<dataset>.json``, so no
 lemmatiser is needed at run time.
 
+Kinetics matches (the synthetic world's web set): the Kinetics-400 classes whose lemma set contains
+all lemmas of some class, with the most specific such classes (``"diving cliff"`` -> ``CliffDiving``,
+not also ``Diving``, whose lemmas are a strict subset; ``"canoeing or kayaking"`` -> ``Canoeing``,
+``Kayaking``). Every matched class is a base class. Shipped
+in the same JSON under ``"kinetics_matches"``; :func:`kinetics_matches` reads it.
+
 Random splits (prior OV-TAL work): for seeds 0..9, a random permutation of the classes; the
 first 75% (or 50%) of it, rounded down, are the base ("train") classes. Also precomputed and
 shipped in the same JSON (so they never depend on a numpy version).
@@ -31,7 +37,9 @@ __all__ = [
     "ClassSplit",
     "SPLIT_KINDS",
     "class_split",
+    "compute_kinetics_matches",
     "compute_kinetics_split",
+    "kinetics_matches",
     "lemma_words",
     "random_class_split",
     "partition_videos",
@@ -91,6 +99,24 @@ def compute_kinetics_split(classes: Iterable[str], kinetics_classes: Iterable[st
     return base, novel
 
 
+def compute_kinetics_matches(classes: Iterable[str], kinetics_classes: Iterable[str],
+                             lemmatize: Callable[[str], str] | None = None) -> dict[str, list[str]]:
+    """``{kinetics_class: [classes whose lemmas it contains]}``: only Kinetics classes with a match,
+    and only the most specific matches (a class whose lemmas are a strict subset of another
+    match's is dropped); both in vocabulary order. ``lemmatize`` defaults to lemminflect."""
+    lemmatize = lemmatize or _lemminflect_lemmatizer()
+    targets = [(c, lemma_words(c, lemmatize)) for c in classes]
+    out: dict[str, list[str]] = {}
+    for k in kinetics_classes:
+        kw = lemma_words(k, lemmatize)
+        hits = [(c, words) for c, words in targets if words <= kw]
+        # the most specific matches: "diving cliff" is CliffDiving, not also Diving
+        best = [c for c, words in hits if not any(words < other for _, other in hits)]
+        if best:
+            out[k] = best
+    return out
+
+
 def random_class_split(classes: Iterable[str], base_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(base, novel): a seeded random permutation, the first ``floor(base_fraction*K)`` are base.
     Both lists keep the vocabulary order."""
@@ -136,12 +162,28 @@ def class_split(dataset: str, kind: str = "kinetics", seed: int = 0) -> ClassSpl
     return ClassSplit(key, kind, seed_out, tuple(entry["base"]), tuple(entry["novel"]))
 
 
+def kinetics_matches(dataset: str) -> dict[str, tuple[str, ...]]:
+    """The shipped Kinetics matches of a dataset's vocabulary (see the module docstring):
+    ``{kinetics_class: (classes of the dataset it contains, ...)}``, Kinetics classes without a
+    match left out."""
+    key = _canonical(dataset)
+    if key == "kinetics400":
+        raise ValueError("kinetics400 is the reference vocabulary of the split, it has no matches")
+    data = _shipped(key)
+    if "kinetics_matches" not in data:
+        raise ValueError(f"split_tables/{key}.json: no 'kinetics_matches' (rerun tools/make_splits.py)")
+    return {k: tuple(v) for k, v in data["kinetics_matches"].items()}
+
+
 def build_split_table(dataset: str, lemmatize: Callable[[str], str] | None = None) -> dict[str, Any]:
     """The JSON content shipped as ``split_tables/<dataset>.json`` (used by ``tools/make_splits.py``)."""
+    lemmatize = lemmatize or _lemminflect_lemmatizer()
     names = load_vocabulary(dataset)
-    base, novel = compute_kinetics_split(names, load_vocabulary("kinetics400"), lemmatize)
+    kinetics = load_vocabulary("kinetics400")
+    base, novel = compute_kinetics_split(names, kinetics, lemmatize)
     table: dict[str, Any] = {"dataset": dataset, "classes": names,
-                             "kinetics": {"base": base, "novel": novel}}
+                             "kinetics": {"base": base, "novel": novel},
+                             "kinetics_matches": compute_kinetics_matches(names, kinetics, lemmatize)}
     for kind, frac in (("random75", 0.75), ("random50", 0.5)):
         table[kind] = []
         for seed in range(NUM_RANDOM_SEEDS):

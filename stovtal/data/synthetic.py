@@ -11,7 +11,8 @@ the package only reads the real formats:
                              (base + novel, ground truth)
     ``web.json``             subset ``"web"``: the unlabelled web videos (``annotations: []``)
     ``web_gt.json``          the web videos' hidden ground truth (analysis only, e.g. to measure
-                             pseudo-label quality; methods must not read it)
+                             pseudo-label quality; methods must not read it): Kinetics-400 labels,
+                             plus ``target_label`` on an action whose Kinetics class is a target class
     ``web_shards/``          ``web_<start>_<stop>.json`` + ``web_<start>_<stop>_gt.json``: the same
                              two files per shard of ``web_shard_size`` web videos (resume unit)
     ``web-<N>.json``,        written by :meth:`SyntheticWorld.write_web` for web videos
@@ -50,6 +51,63 @@ log-normal in seconds (``action_median_s``/``action_sigma``, or a fraction of th
 ActivityNet-like ``"long"`` profile), clipped to ``action_range_s``; ``1 + Poisson(extra_instances)``
 instances per class in a video, placed without overlap (at least ``min_gap_s`` apart).
 
+The web set (``web_profile="kinetics"``, the default; :data:`WEB_SPEC`) is modelled on the
+paper's web videos (untrimmed YouTube videos of Kinetics actions). It was specified before any
+method was measured on it and is not tuned to results. Relative to the target (test) videos:
+
+============================  ==============================  ==========================================
+aspect                        web videos (target videos)      source / rationale
+============================  ==============================  ==========================================
+action vocabulary             the 400 Kinetics-400 classes,    the paper self-trains on Kinetics videos.
+                              each action uniform over them    Kinetics-400 is roughly class-balanced
+                              (the 20 THUMOS14 classes)        (at least 400 clips per class, Kay et al.
+                                                               2017, arXiv 1705.06950), hence uniform
+text encoder                  all-MiniLM-L6-v2 of the          the same frozen text encoder and the same
+                              Kinetics names, the same map W   text -> feature map as the target classes
+share of target classes       matched Kinetics classes / 400:  derived from the data: a Kinetics class
+                              12 / 400 = 3.0% of web actions   matches a target class when its lemma set
+                              for THUMOS14 (all base classes;  contains the target name's lemmas (the
+                              no novel class is matched)       Kinetics split's rule, ``splits.py``;
+                                                               shipped ``kinetics_matches``). A matched
+                                                               action uses the target class's visual
+                                                               prototype (its first match); the others
+                                                               get their own prototype from their own
+                                                               MiniLM embedding (built like the targets')
+distinct actions per video    1 / 2 / 3 with p 0.2 / 0.4 /     an untrimmed web video shows several
+                              0.4 (1 / 2 with p 0.8 / 0.2);    activities around its Kinetics clip; each
+                              measured 1.50 per video (1.14)   Kinetics clip is labelled with one. After
+                                                               placement in the short videos
+extra instances per action    Poisson mean x 1/3 (0.5; 1.5)    repetitions are a THUMOS14 trait
+                                                               (broadcast sports), not of web clips
+video length                  snippets range x 0.5: 50-150     Kinetics clips are about 10 s (Kay et al.
+                              snippets, mean 13.7 s (100-300,  2017) and web uploads are short; the
+                              mean 28.1 s)                     world's target videos are themselves
+                                                               compressed, so the ratio is kept, not
+                                                               the absolute length
+action length                 log-normal median x 1.0 (4 s)    the same actions' kinetics
+action-vs-background share    measured 0.54 of the video       Kinetics clips are cut around the action
+                              (0.39)                           (Kay et al. 2017), so web videos are mostly
+                                                               action (follows from the rows above)
+scene statistics              64 scene prototypes of their     user-generated footage spans many more
+                              own (16 shared by train/test),   venues than THUMOS14's broadcast sports
+                              norm x 1.5 (1.5; 1.0)            venues, and amateur filming varies more
+noise                         norm x 1.5 (0.9; 0.6), AR(1)     hand-held cameras, low resolution and
+                              coefficient 0.5 (0.7):           re-encoding; measured mean snippet-to-
+                              rougher in time                  snippet feature change 0.91 (0.48)
+signal strength, background,  unchanged                        the same feature extractor (modality gap)
+distractors, modality gap                                      and human actions; distractors are drawn
+                                                               from the web domain's own prototypes
+============================  ==============================  ==========================================
+
+The measured values are for the default config, seed 0 (300 test and 600 web videos). The web
+domain's prototypes and scenes come from their own RNG stream, so the labelled and test videos
+are the same with either web profile. ``web_profile="target"`` keeps the earlier web set (drawn
+like the test videos with ``web_classes_per_video``); a world written before the option existed
+is read as such (:meth:`SyntheticConfig.from_written`) and the config (hence its fingerprint)
+differs from a default world's, so an old world directory is never reused for the new web set.
+FEEL clusters target-domain videos (as the paper clusters THUMOS14's own), so its world uses
+``web_profile="target"``.
+
 Nothing here depends on a method run on the world: labels come only from the generative process.
 Every video is generated from its own RNG stream ``(seed, subset, index)``, so any subset of videos
 (e.g. web shard ``[start, stop)``) is reproducible on its own and nothing is held in memory.
@@ -63,7 +121,7 @@ at most the shards in flight (finished feature files are kept). Shards can be sp
 web videos without any disk, use :meth:`SyntheticWorld.iter_web_videos`.
 
 Cost (default config, float32 generation; measured on the shared 2-core machine under load):
-about 4 ms CPU per video; writing the default world (1,400 videos, 575 MB) took 23 s wall /
+about 4 ms CPU per video (Kinetics web videos, half as long: about 2 ms); writing the default world (1,400 videos, 575 MB) took 23 s wall /
 6.7 s CPU (the rest is fsync-ed file I/O), 1,000 more web videos with ``write_web`` 18 s wall /
 5.4 s CPU (about 420 MB); memory stays flat (one video at a time).
 """
@@ -81,14 +139,16 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
-from stovtal.utils.fileio import atomic_open, atomic_save_npy, atomic_write_json, read_json
+from stovtal.utils.fileio import atomic_open, atomic_save_npy, read_json
+from stovtal.utils.resume import read_marker, write_marker
 from stovtal.utils.shards import parse_shard_spec
 
 from .formats import FeatureGrid, feature_path, write_annotations
-from .splits import class_split
-from .vocab import save_embeddings, shipped_text_embeddings
+from .splits import class_split, kinetics_matches
+from .vocab import _canonical, save_embeddings, shipped_text_embeddings
 
-__all__ = ["SyntheticConfig", "SyntheticWorld", "PROFILES", "ensure_world"]
+__all__ = ["SyntheticConfig", "SyntheticWorld", "PROFILES", "WEB_PROFILES", "WEB_SPEC", "WebSpec",
+           "ensure_world"]
 
 _SUBSET_CODE = {"train": 1, "web": 2, "test": 3}
 FORMAT_VERSION = 1
@@ -124,6 +184,48 @@ PROFILES = {
 }
 
 
+WEB_PROFILES = ("kinetics", "target")
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """The web domain of ``web_profile="kinetics"`` (values and sources: the module docstring).
+
+    Factors are relative to the world's target videos (its config and timing profile)."""
+
+    vocabulary: str  # vocabulary of the web actions
+    classes_per_video: tuple[float, ...]  # probabilities of 1, 2, 3 distinct actions
+    length_factor: float  # video length range (snippets) x this
+    action_length_factor: float  # action length median x this
+    extra_instances_factor: float  # Poisson mean of extra instances per action x this
+    num_scenes: int  # web scene prototypes (independent of the target videos' scenes)
+    scene_norm_factor: float  # scene vector norm x this
+    noise_norm_factor: float  # noise norm x this
+    noise_smoothness: float  # AR(1) coefficient of the noise (target: the config's)
+
+
+WEB_SPEC = WebSpec(vocabulary="kinetics400", classes_per_video=(0.2, 0.4, 0.4), length_factor=0.5,
+                   action_length_factor=1.0, extra_instances_factor=1 / 3, num_scenes=64,
+                   scene_norm_factor=1.5, noise_norm_factor=1.5, noise_smoothness=0.5)
+
+
+@dataclass(frozen=True)
+class _Domain:
+    """What differs between the target videos and the web videos of a world."""
+
+    names: list[str]  # label names of the domain's classes
+    prototypes: np.ndarray  # [K, D] visual prototype per class
+    scene_protos: np.ndarray  # [S, D]
+    class_scene: np.ndarray  # [K] preferred scene per class
+    snippets_range: tuple[int, int]
+    length_factor: float  # action length x this
+    extra_instances: float
+    scene_norm: float
+    noise_norm: float
+    noise_smoothness: float
+    targets: dict[int, tuple[int, ...]] = field(default_factory=dict)  # class -> target classes
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Parameters of a synthetic world (all documented in the module docstring).
@@ -153,6 +255,10 @@ class SyntheticConfig:
         noise_norm, noise_smoothness: AR(1)-smoothed Gaussian noise.
         modality_gap_norm: norm of the constant offset of all video features.
         web_shard_size: web videos per shard when writing (resume granularity).
+        web_profile: ``"kinetics"`` (default): web videos of Kinetics-400 actions with a domain
+            shift (:data:`WEB_SPEC`, the module docstring); ``"target"``: web videos drawn like the
+            test videos (the target classes and generator; ``web_classes_per_video``), the web
+            set of worlds written before ``web_profile`` existed.
     """
 
     seed: int = 0
@@ -185,6 +291,7 @@ class SyntheticConfig:
     noise_smoothness: float = 0.7
     modality_gap_norm: float = 0.3
     web_shard_size: int = 250
+    web_profile: str = "kinetics"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, stored in world.json
 
     def __post_init__(self) -> None:
@@ -206,6 +313,10 @@ class SyntheticConfig:
             raise ValueError("noise_smoothness must be in [0, 1)")
         if self.web_shard_size < 1:
             raise ValueError("web_shard_size must be >= 1")
+        if self.web_profile not in WEB_PROFILES:
+            raise ValueError(f"web_profile must be one of {WEB_PROFILES}, got {self.web_profile!r}")
+        if self.web_profile == "kinetics" and _canonical(self.vocabulary) == "kinetics400":
+            raise ValueError("web_profile 'kinetics' needs a target vocabulary other than kinetics400")
 
     @property
     def timing(self) -> DurationProfile:
@@ -222,6 +333,12 @@ class SyntheticConfig:
             raise ValueError(f"unknown synthetic world options: {sorted(unknown)}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
+
+    @classmethod
+    def from_written(cls, d: dict[str, Any]) -> SyntheticConfig:
+        """The config of a written world (``world.json``'s ``config``): a world written before
+        ``web_profile`` existed has the ``"target"`` web set."""
+        return cls.from_dict({"web_profile": "target", **d})
 
 
 def json_ready(x: Any) -> Any:
@@ -278,6 +395,46 @@ class SyntheticWorld:
         self.background_types = _unit(cfg.background_action_content * _unit(mix)
                                       + _unit(rng.standard_normal((cfg.num_background_types, D))))
         self.modality_gap = cfg.modality_gap_norm * _unit(rng.standard_normal(D))
+        self._target = _Domain(names, self.prototypes, self.scene_protos, self.class_scene,
+                               tuple(cfg.snippets_range), 1.0, cfg.timing.extra_instances, cfg.scene_norm,
+                               cfg.noise_norm, cfg.noise_smoothness)
+        self.web_classes: list[str] = names
+        self.web_targets: dict[str, tuple[str, ...]] = {c: (c,) for c in names}
+        self._web = self._target if cfg.web_profile == "target" else self._kinetics_domain()
+
+    def _kinetics_domain(self) -> _Domain:
+        """The web domain of ``web_profile="kinetics"`` (:data:`WEB_SPEC`), from its own RNG stream
+        (the target videos do not change with it)."""
+        cfg, spec = self.config, WEB_SPEC
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 4]))
+        names, text = shipped_text_embeddings(spec.vocabulary)
+        D, K = cfg.feat_dim, len(names)
+        text_emb = _unit(text.astype(np.float64) @ self.text_map.T)  # the same text -> feature map
+        others = rng.dirichlet(np.full(K, 0.3), size=K)
+        np.fill_diagonal(others, 0.0)
+        gap = _unit(cfg.visual_confusion * _unit(others @ text_emb) + _unit(rng.standard_normal((K, D))))
+        protos = _unit(text_emb + cfg.text_visual_gap * gap)
+        index = {c: i for i, c in enumerate(self.classes)}
+        targets: dict[int, tuple[int, ...]] = {}
+        for k, hits in kinetics_matches(cfg.vocabulary).items():
+            t = tuple(index[c] for c in hits)
+            targets[names.index(k)] = t
+            protos[names.index(k)] = self.prototypes[t[0]]  # a matched action looks like its target
+        self.web_classes = names
+        self.web_targets = {names[k]: tuple(self.classes[c] for c in t) for k, t in targets.items()}
+        lo, hi = cfg.snippets_range
+        length = (max(8, round(lo * spec.length_factor)), max(8, round(hi * spec.length_factor)))
+        return _Domain(names, protos, _unit(rng.standard_normal((spec.num_scenes, D))),
+                       rng.integers(0, spec.num_scenes, size=K), length, spec.action_length_factor,
+                       cfg.timing.extra_instances * spec.extra_instances_factor,
+                       cfg.scene_norm * spec.scene_norm_factor, cfg.noise_norm * spec.noise_norm_factor,
+                       spec.noise_smoothness, targets)
+
+    @property
+    def web_target_share(self) -> float:
+        """Expected share of web action classes that are target classes (each web action is drawn
+        uniformly from the web vocabulary): matched web classes / web classes."""
+        return sum(1 for t in self.web_targets.values() if t) / len(self.web_classes)
 
     # ----------------------------------------------------------------- generation
     def _rng(self, subset: str, index: int) -> np.random.Generator:
@@ -296,9 +453,10 @@ class SyntheticWorld:
         return lfilter(np.array([math.sqrt(1 - coef * coef)], dtype=np.float32),
                        np.array([1.0, -coef], dtype=np.float32), x, axis=0)
 
-    def _sample_length_s(self, rng: np.random.Generator, duration: float) -> float:
+    def _sample_length_s(self, rng: np.random.Generator, duration: float, factor: float = 1.0) -> float:
         t = self.config.timing
         median = t.action_median_s if t.action_median_s is not None else t.action_median_frac * duration
+        median *= factor
         lo, hi = t.action_range_s
         return float(np.clip(median * math.exp(t.action_sigma * rng.standard_normal()), lo,
                              min(hi, 0.95 * duration)))
@@ -327,27 +485,29 @@ class SyntheticWorld:
         if subset not in _SUBSET_CODE:
             raise ValueError(f"unknown subset {subset!r}; choose from {sorted(_SUBSET_CODE)}")
         rng = self._rng(subset, index)
+        dom = self._web if subset == "web" else self._target
         D, fps = cfg.feat_dim, g.fps
-        T = int(rng.integers(cfg.snippets_range[0], cfg.snippets_range[1] + 1))
+        T = int(rng.integers(dom.snippets_range[0], dom.snippets_range[1] + 1))
         duration = ((T - 1) * g.feature_stride + g.num_frames) / fps
-        pool = self._base_idx if subset == "train" else self._all_idx
-        probs = {"train": cfg.train_classes_per_video, "web": cfg.web_classes_per_video,
-                 "test": cfg.test_classes_per_video}[subset]
+        pool = (self._base_idx if subset == "train" else
+                np.arange(len(dom.names)) if dom is not self._target else self._all_idx)
+        probs = {"train": cfg.train_classes_per_video, "test": cfg.test_classes_per_video,
+                 "web": cfg.web_classes_per_video if dom is self._target else WEB_SPEC.classes_per_video}[subset]
         n_cls = min(1 + int(rng.choice(len(probs), p=np.asarray(probs) / sum(probs))), len(pool))
         video_classes = rng.choice(pool, size=n_cls, replace=False)
 
         # scene context
-        proto = (self.class_scene[video_classes[0]] if rng.random() < cfg.scene_class_affinity
-                 else int(rng.integers(cfg.num_scenes)))
-        scene = cfg.scene_norm * _unit(0.8 * self.scene_protos[proto] + 0.6 * _unit(rng.standard_normal(D)))
+        proto = (dom.class_scene[video_classes[0]] if rng.random() < cfg.scene_class_affinity
+                 else int(rng.integers(len(dom.scene_protos))))
+        scene = dom.scene_norm * _unit(0.8 * dom.scene_protos[proto] + 0.6 * _unit(rng.standard_normal(D)))
         strength = math.exp(rng.uniform(math.log(cfg.signal_range[0]), math.log(cfg.signal_range[1])))
 
         # action instances: at least one per chosen class, then Poisson extras
         taken: list[tuple[float, float]] = []
         instances: list[tuple[int, float, float]] = []
         for c in video_classes:
-            for _ in range(1 + int(rng.poisson(cfg.timing.extra_instances))):
-                seg = self._place(rng, self._sample_length_s(rng, duration), duration, taken)
+            for _ in range(1 + int(rng.poisson(dom.extra_instances))):
+                seg = self._place(rng, self._sample_length_s(rng, duration, dom.length_factor), duration, taken)
                 if seg is None:
                     break
                 taken.append(seg)
@@ -361,7 +521,7 @@ class SyntheticWorld:
         for c, s, e in instances:
             cov = self._coverage(s, e, T, fps)
             u = _unit(0.8 * class_var[c] + 0.6 * _unit(rng.standard_normal(D)))
-            direction = _unit(self.prototypes[c] + cfg.instance_variation * u)
+            direction = _unit(dom.prototypes[c] + cfg.instance_variation * u)
             idx = np.nonzero(cov)[0]
             act[idx] += cov[idx, None] * direction
             a[idx] += cov[idx]
@@ -377,20 +537,24 @@ class SyntheticWorld:
         bg = (bg_strength * _unit(bg)).astype(np.float32)
         n_dis = int(rng.poisson(cfg.distractors_per_minute * duration / 60.0))
         for _ in range(n_dis):
-            length = min(self._sample_length_s(rng, duration) * 0.5, 0.5 * duration)
+            length = min(self._sample_length_s(rng, duration, dom.length_factor) * 0.5, 0.5 * duration)
             s = float(rng.uniform(0, duration - length))
             cov = self._coverage(s, s + length, T, fps)
-            c = int(rng.integers(len(self.classes)))
+            c = int(rng.integers(len(dom.names)))
             w = strength * float(rng.uniform(*cfg.distractor_strength))
-            bg += (cov * w)[:, None] * self.prototypes[c]
+            bg += (cov * w)[:, None] * dom.prototypes[c]
 
-        noise = self._smooth(rng, (T, D), cfg.noise_smoothness) * (cfg.noise_norm / math.sqrt(D))
+        noise = self._smooth(rng, (T, D), dom.noise_smoothness) * (dom.noise_norm / math.sqrt(D))
         # act already carries the coverage weights a_t: a_t * A_t == act
         noise += (self.modality_gap + scene).astype(np.float32)
         noise += act
         noise += (1.0 - a)[:, None] * bg
         feats = noise
-        anns = [{"segment": [round(s, 4), round(e, 4)], "label": self.classes[c]} for c, s, e in instances]
+        anns = [{"segment": [round(s, 4), round(e, 4)], "label": dom.names[c]} for c, s, e in instances]
+        if dom is not self._target:  # the target class a matched web action shows (analysis only)
+            for ann, (c, _, _) in zip(anns, instances, strict=True):
+                if c in dom.targets:
+                    ann["target_label"] = self.classes[dom.targets[c][0]]
         return {"video_id": self.video_id(subset, index), "subset": subset, "duration": duration,
                 "fps": fps, "feats": np.ascontiguousarray(feats, dtype=np.float32), "annotations": anns}
 
@@ -417,7 +581,19 @@ class SyntheticWorld:
                                                 "web": self.config.num_web, "test": self.config.num_test},
                 "files": {"features": "features", "annotations": "annotations.json",
                           "web": "web.json", "web_gt": "web_gt.json", "vocab": "vocab.npz"},
+                "web": self.web_description(),
                 "config": self.config.to_dict()}
+
+    def web_description(self) -> dict[str, Any]:
+        """The web set's domain: profile, vocabulary, target share and matches, spec."""
+        out: dict[str, Any] = {"profile": self.config.web_profile,
+                               "target_share": self.web_target_share}
+        if self.config.web_profile == "kinetics":
+            out.update(vocabulary=WEB_SPEC.vocabulary, num_classes=len(self.web_classes),
+                       matches={k: list(v) for k, v in self.web_targets.items()},
+                       spec=json_ready(dataclasses.asdict(WEB_SPEC)),
+                       snippets_range=list(self._web.snippets_range))
+        return out
 
     def _write_video(self, root: str, subset: str, index: int, db: dict, gt_db: dict | None) -> None:
         vid = self.video_id(subset, index)
@@ -440,13 +616,30 @@ class SyntheticWorld:
         return v
 
     def is_complete(self, root: str | os.PathLike) -> bool:
-        path = os.path.join(os.fspath(root), "world.json")
-        if not os.path.exists(path):
-            return False
-        meta = read_json(path)
-        if meta.get("config") != self.config.to_dict():
-            raise ValueError(f"{path}: a different synthetic world is already written there")
-        return True
+        """Whether this world is completely written at ``root`` (``world.json``, the completion
+        marker, holds this config); a different world there is an error."""
+        return self._read_world(os.path.join(os.fspath(root), "world.json"), (),
+                                "a different synthetic world is already written there",
+                                "; use another directory") is not None
+
+    def _read_world(self, path: str, ignore: tuple[str, ...], mismatch: str, hint: str = "") -> dict | None:
+        """The ``world.json`` record at ``path`` (None: none) if its config is this one but for the
+        keys ``ignore``; else an error naming the keys that differ."""
+        def differences(meta: dict[str, Any]) -> list[str]:
+            return self._differences(meta.get("config") if isinstance(meta, dict) else None, ignore)
+
+        return read_marker(path, [[]], identity=differences,
+                           mismatch=lambda meta: f"{mismatch} (config differs in {differences(meta)}){hint}")
+
+    def _differences(self, config: Any, ignore: tuple[str, ...]) -> list[str]:
+        """Config keys in which a written world's ``config`` differs from this one (an old world
+        without ``web_profile`` has the ``"target"`` web set)."""
+        if not isinstance(config, dict):
+            return ["config"]
+        mine = self.config.to_dict()
+        theirs = {"web_profile": "target", **config}
+        return sorted(k for k in set(mine) | set(theirs)
+                      if k not in ignore and mine.get(k, None) != theirs.get(k, None))
 
     def write(self, root: str | os.PathLike, progress: bool = False) -> str:
         """Write the world under ``root`` (see the module docstring); returns ``root``.
@@ -478,7 +671,7 @@ class SyntheticWorld:
         if bar is not None:
             bar.close()
         self._merge_web_shards(root, shards, "web.json", "web_gt.json")
-        atomic_write_json(os.path.join(root, "world.json"), self.describe(), indent=1)
+        write_marker(os.path.join(root, "world.json"), self.describe(), indent=1)
         return root
 
     # ----------------------------------------------------------------- web shards
@@ -495,7 +688,7 @@ class SyntheticWorld:
         meta = read_json(path)
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise ValueError(f"{path}: not a synthetic world description (no 'config')")
-        return cls(SyntheticConfig.from_dict(meta["config"]))
+        return cls(SyntheticConfig.from_written(meta["config"]))
 
     def web_shard_ranges(self, stop: int, start: int = 0) -> list[tuple[int, int]]:
         """The ``[a, b)`` web-video ranges of the shards covering ``[start, stop)``: cut at the
@@ -514,21 +707,13 @@ class SyntheticWorld:
 
     def _check_root(self, root: str) -> None:
         path = os.path.join(root, "world.json")
-        if not os.path.exists(path):
+        if self._read_world(path, _NOT_GENERATIVE, f"a different synthetic world is written at {root}") is None:
             raise FileNotFoundError(f"{path}: no synthetic world at {root} (write() it first)")
-        meta = read_json(path)
-        config = meta.get("config") if isinstance(meta, dict) else None
-        if not isinstance(config, dict) or {k: v for k, v in config.items()
-                                            if k not in _NOT_GENERATIVE} != self.identity():
-            raise ValueError(f"{path}: a different synthetic world is written at {root}")
 
     def _shard_done(self, root: str, start: int, stop: int) -> bool:
         web, _ = self.web_shard_files(root, start, stop)
-        if not os.path.exists(web):
-            return False
-        if read_json(web).get("world") != self.identity():
-            raise ValueError(f"{web}: a web shard of a different synthetic world")
-        return True
+        return read_marker(web, [self.identity()], key="world",
+                           mismatch="a web shard of a different synthetic world") is not None
 
     def _write_web_shard(self, root: str, start: int, stop: int, bar: Any = None) -> str:
         web, web_gt = self.web_shard_files(root, start, stop)

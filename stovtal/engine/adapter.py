@@ -20,24 +20,25 @@ classifier has no parameters and any stored adapter is ignored: zero-shot.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from stovtal.config import AdapterTrainConfig
+from stovtal.config import AdapterTrainConfig, TrainConfig
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 
+from .batches import TensorBatches
 from .builders import DataSpec, build_classifier, build_dataset, build_loader, build_vocabulary
-from .trainer import move_to_device, resolve_device
+from .trainer import SampleMeanLoss, Trainer, move_to_device, resolve_device
 
 __all__ = [
     "AdapterTrainConfig",
     "adapter_state",
+    "adapter_train_config",
     "classifier_from_checkpoint",
     "fit_adapter",
     "pool_ground_truth",
@@ -75,54 +76,55 @@ def pool_ground_truth(classifier: OpenVocabClassifier, dataset: Any, batch_size:
     return torch.cat(pooled), torch.cat(labels)
 
 
+def adapter_train_config(cfg: AdapterTrainConfig, device: torch.device | str = "cpu") -> TrainConfig:
+    """The :class:`~stovtal.engine.trainer.Trainer` settings of the adapter: AdamW decaying every
+    parameter, cosine from ``lr`` to 0 over all steps (no warm-up), no clipping, no EMA, float32."""
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       warmup_epochs=0.0, min_lr_ratio=0.0, clip_grad=0.0, seed=cfg.seed, amp=False,
+                       device=str(device), progress=False)
+
+
 def train_adapter(classifier: OpenVocabClassifier, pooled: Tensor, labels: Tensor, vocab: Vocabulary,
                   cfg: AdapterTrainConfig, device: torch.device | str = "cpu",
                   log: Callable[[str], None] | None = None) -> list[float]:
-    """Fit ``classifier.adapter`` (only it) on pooled segment features.
+    """Fit ``classifier.adapter`` (only it) on pooled segment features with the
+    :class:`~stovtal.engine.trainer.Trainer`: shuffled mini-batches of ``cfg.batch_size`` rows
+    (:class:`~stovtal.engine.batches.TensorBatches`, one generator seeded with ``cfg.seed``),
+    loss :meth:`OpenVocabClassifier.pooled_adapter_loss`, settings :func:`adapter_train_config`.
 
     Args:
         pooled: ``[N, C]`` from :func:`pool_ground_truth`; labels ``[N]`` index ``vocab`` (base classes).
 
     Returns:
-        the mean training loss of every epoch, preceded by the loss before training (index 0:
-        the zero-shot classifier's, since the adapter starts as the identity).
+        the mean training loss (over segments) of every epoch, preceded by the loss before
+        training (index 0: the zero-shot classifier's, since the adapter starts as the identity).
     """
     if classifier.adapter is None:
         raise ValueError("train_adapter needs a classifier built with ClassifierConfig(adapter=True)")
-    n = pooled.shape[0]
-    if n == 0:
+    if pooled.shape[0] == 0:
         raise ValueError("no ground-truth segments to train the adapter on")
     if not torch.isfinite(pooled).all():
         raise ValueError("pooled segment features contain NaN or inf")
     device = torch.device(device)
     classifier.to(device).train()
     pooled, labels = pooled.to(device), labels.to(device)
-    params = list(classifier.adapter.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1.0 + math.cos(math.pi * min(it / total, 1.0))))
-    gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
-        history = [float(classifier.pooled_adapter_loss(pooled, labels, vocab))]
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        total_loss = 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            loss = classifier.pooled_adapter_loss(pooled[idx], labels[idx], vocab)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite adapter loss at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * idx.numel()
-        history.append(total_loss / n)
-        if log is not None and (epoch + 1 == cfg.epochs or (epoch + 1) % 10 == 0):
-            log(f"adapter epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.4f}")
+        before = float(classifier.pooled_adapter_loss(pooled, labels, vocab))
+
+    def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"loss": model.pooled_adapter_loss(batch["pooled"], batch["labels"], vocab)}
+
+    def log_epoch(epoch: int, loss: float) -> None:
+        if log is not None and (epoch == cfg.epochs or epoch % 10 == 0):
+            log(f"adapter epoch {epoch}/{cfg.epochs}: loss {loss:.4f}")
+
+    history = SampleMeanLoss("labels", log_epoch)
+    trainer = Trainer(classifier, TensorBatches({"pooled": pooled, "labels": labels}, cfg.batch_size, cfg.seed),
+                      adapter_train_config(cfg, device), None, loss_fn=loss_fn, ema=False, decay_1d=True,
+                      hooks=[history], log=lambda _: None)
+    trainer.fit()
     classifier.eval()
-    return history
+    return [before, *history.history]
 
 
 @torch.no_grad()

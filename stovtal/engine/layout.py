@@ -11,9 +11,13 @@ so the layout below is the whole truth about a work directory::
           model.pt                      the base model (EMA weights), a model file
         pseudo/n<N>/                    stage.json, shards/ (manifest + outputs),
           pseudo_labels.json            the pseudo-labels of N unlabelled videos
-        retrain/n<N>/                   training state, stage.json, refresh-e<epoch>/ (re-labelling),
+        pseudo/n<N>-r<R>/               round R >= 2: labelled by round R-1's teacher
+        retrain/n<N>/                   training state (last.pt: student and teacher), stage.json,
+                                        refresh-e<epoch>/ (re-labelling),
           teacher.pt                    the self-trained teacher, a model file
-        eval/<model>.json               CB / CN / GZSL of "base" and "selftrained-n<N>"
+        retrain/n<N>-r<R>/              round R >= 2 (retrain.rounds)
+        eval/<model>.json               CB / CN / GZSL of "base", "selftrained-n<N>[-r<R>]" (the
+                                        teacher) and "student-n<N>[-r<R>]" (the raw student)
         eval/<model>/stage.json
         report.md, results.json, plots/<name>.png
 
@@ -83,20 +87,31 @@ class SelfTrainLayout(_Layout):
     def base_state(self) -> str:
         return TrainLayout(self.base_dir).last
 
-    def pseudo_dir(self, n: int) -> str:
-        return self.path("pseudo", f"n{n}")
+    @staticmethod
+    def run_name(n: int, round: int = 1) -> str:
+        """``n<N>`` for self-training round 1 on N unlabelled videos, ``n<N>-r<R>`` for round R."""
+        if round < 1:
+            raise ValueError(f"round must be >= 1, got {round}")
+        return f"n{n}" if round == 1 else f"n{n}-r{round}"
 
-    def pseudo_labels(self, n: int) -> str:
-        return self.path("pseudo", f"n{n}", "pseudo_labels.json")
+    def pseudo_dir(self, n: int, round: int = 1) -> str:
+        return self.path("pseudo", self.run_name(n, round))
 
-    def retrain_dir(self, n: int) -> str:
-        return self.path("retrain", f"n{n}")
+    def pseudo_labels(self, n: int, round: int = 1) -> str:
+        return os.path.join(self.pseudo_dir(n, round), "pseudo_labels.json")
 
-    def teacher(self, n: int) -> str:
-        return self.path("retrain", f"n{n}", "teacher.pt")
+    def retrain_dir(self, n: int, round: int = 1) -> str:
+        return self.path("retrain", self.run_name(n, round))
 
-    def refresh_dir(self, n: int, epoch: int) -> str:
-        return self.path("retrain", f"n{n}", f"refresh-e{epoch:04d}")
+    def retrain_state(self, n: int, round: int = 1) -> str:
+        """The retraining's training state: ``model`` = the raw student, ``ema`` = the teacher."""
+        return TrainLayout(self.retrain_dir(n, round)).last
+
+    def teacher(self, n: int, round: int = 1) -> str:
+        return os.path.join(self.retrain_dir(n, round), "teacher.pt")
+
+    def refresh_dir(self, n: int, epoch: int, round: int = 1) -> str:
+        return os.path.join(self.retrain_dir(n, round), f"refresh-e{epoch:04d}")
 
     @property
     def eval_dir(self) -> str:

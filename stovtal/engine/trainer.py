@@ -1,16 +1,18 @@
-"""The training loop, shared by base training and self-training.
+"""The one training loop of the package: the localizer (base training, self-training),
+the classifier adapter and FEEL's CoLA.
 
-:class:`Trainer` knows nothing about what it trains: the dataset, the loss
-(``loss_fn(model, batch) -> {"loss": ..., ...}``), the EMA (e.g. a Mean
-Teacher initialised from another model) and the validation function are all
-pluggable. It provides AdamW, linear warm-up + cosine schedule per iteration,
-gradient clipping, an EMA of the weights, AMP on CUDA, per-epoch deterministic
-seeding, atomic ``last.pt`` / ``best.pt`` checkpoints and an exact resume
-from ``last.pt``.
+:class:`Trainer` knows nothing about what it trains: the batch source
+(:mod:`stovtal.engine.batches`; a dataset is batched by ``LoaderBatches``), the loss
+(``loss_fn(model, batch) -> {"loss": ..., ...}``), the EMA (e.g. a Mean Teacher initialised
+from another model), the validation function and the :class:`TrainerHook` s are pluggable.
+It provides AdamW or Adam (L2), a linear warm-up + cosine or a constant learning rate per
+iteration, runs counted in epochs or iterations, gradient clipping, an optional EMA of the
+weights, AMP on CUDA, atomic ``last.pt`` / ``best.pt`` checkpoints (when given a work
+directory) and an exact resume from ``last.pt`` (with a per-epoch seeded batch source).
 
-Distributed (``torchrun``, see :mod:`stovtal.engine.distributed`): when a process group with
-world size W > 1 is initialised, the model is wrapped in ``DistributedDataParallel`` and every
-rank reads its share of each batch through a ``DistributedSampler``. ``batch_size`` is the
+Distributed (``torchrun``, see :mod:`stovtal.utils.distributed`): when the batch source is
+shared by W > 1 processes (``LoaderBatches`` under a process group), the model is wrapped in
+``DistributedDataParallel`` and every rank reads its share of each batch. ``batch_size`` is the
 **global** batch (it must be divisible by W; each rank takes ``batch_size / W`` videos per
 step), so the number of steps per epoch, the learning-rate schedule and the sampled global
 batches are the same as in a single process: rank r's part of step k is elements
@@ -19,36 +21,36 @@ ranks' gradients (the localizer's loss sums its positive count over ranks for th
 weights match a single-process run with the same global batch up to float rounding, as long as
 no randomness (drop-path, random crops) is involved: that is drawn per rank. Only rank 0
 logs and writes checkpoints; all ranks load ``last.pt`` to resume (shared file system), so a
-resume is exact for any world size that divides the batch.
+resume is exact for any world size that divides the batch. A source read whole by every
+process (``world_size = 1``) is trained locally on each, without collectives.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset
 
 from stovtal.config import TrainConfig
+from stovtal.utils import distributed as D
 
-from . import distributed as D
+from .batches import EpochBatches, LoaderBatches
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .layout import TrainLayout
 from .schedule import warmup_cosine
-from .seed import epoch_seed, seed_everything, seed_worker
 
-__all__ = ["TrainConfig", "Trainer", "TrainerHook", "localizer_loss", "move_to_device", "resolve_device"]
+__all__ = ["SampleMeanLoss", "TrainConfig", "Trainer", "TrainerHook", "localizer_loss", "move_to_device",
+           "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,40 +80,15 @@ def localizer_loss(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.T
     return model.loss(batch["feats"], batch["masks"], batch["segments"])
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norm weights and per-level scales (1-D parameters)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() <= 1 else decay).append(p)
+def _param_groups(model: nn.Module, weight_decay: float, decay_1d: bool) -> list[dict[str, Any]]:
+    """The trained parameters; with ``decay_1d=False`` biases, norm weights and per-level scales
+    (1-D parameters) get no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_1d:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-class _SharedPermutationSampler(DistributedSampler):
-    """``DistributedSampler`` over the permutation that a single process draws.
-
-    One process shuffles with ``DataLoader(RandomSampler(generator=g), generator=g)`` for
-    ``g`` seeded with the epoch seed; that loader first draws its base seed from ``g``, then the
-    sampler's permutation. Drawing the same here keeps single-process runs exactly as they
-    were while DDP ranks split the very same batches (checked by tests/distributed).
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, drop_last: bool):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=0, drop_last=drop_last)
-        self.perm_seed = seed
-
-    def __iter__(self):
-        g = torch.Generator()
-        g.manual_seed(self.perm_seed)
-        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base seed
-        indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
-        if self.drop_last:
-            indices = indices[: self.total_size]
-        else:
-            pad = self.total_size - len(indices)
-            indices += (indices * math.ceil(pad / len(indices)))[:pad]
-        return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
 class _LossModule(nn.Module):
@@ -131,7 +108,8 @@ class TrainerHook:
     """Something done at fixed points of :meth:`Trainer.fit` (detectron2's ``HookBase`` style).
 
     Subclasses override what they need; ``trainer`` gives access to the model, its EMA
-    (``trainer.ema.module``: e.g. a Mean Teacher), the epoch counter and the training set.
+    (``trainer.ema.module``: e.g. a Mean Teacher), the epoch counter and the batch source
+    (``trainer.batches``; ``trainer.train_set`` for a dataset).
     ``before_epoch`` runs before the epoch's RNG seeding and data loader, so what it changes
     (labels, the drawn items of an epoch) is what the epoch trains on, identically on resume.
     """
@@ -142,6 +120,9 @@ class TrainerHook:
     def before_epoch(self, trainer: Trainer) -> None:
         """Before epoch ``trainer.epoch`` (0-based) is trained."""
 
+    def after_step(self, trainer: Trainer, batch: dict[str, Any], losses: dict[str, torch.Tensor]) -> None:
+        """After an optimiser step on ``batch`` whose loss terms were ``losses`` (detached)."""
+
     def after_epoch(self, trainer: Trainer, stats: dict[str, float]) -> None:
         """After the epoch's checkpoint is written; ``stats`` is its history entry."""
 
@@ -150,48 +131,62 @@ class TrainerHook:
 
 
 class Trainer:
-    """Train ``model`` on ``train_set``; checkpoints go to ``workdir``.
+    """Train ``model`` on the batches of ``train_set``; checkpoints go to ``workdir``.
 
     Args:
-        model: module trained by gradient descent (the student).
-        train_set: map-style dataset; batches are made with ``collate_fn``.
+        model: module trained by gradient descent (the student); its parameters that require
+            gradients are optimised.
+        train_set: a map-style dataset (batched by :class:`~stovtal.engine.batches.LoaderBatches`
+            with ``collate_fn``) or an :class:`~stovtal.engine.batches.EpochBatches` source.
+        cfg: ``optimizer`` (``adamw`` | ``adam``: L2 weight decay in the gradient), ``lr``,
+            ``weight_decay``, ``schedule`` (``cosine``: linear warm-up over ``warmup_epochs``
+            then cosine to ``min_lr_ratio * lr``, per iteration; ``constant``), ``epochs`` or
+            ``iterations`` (> 0: that many steps; the last epoch stops early), ``clip_grad``
+            (0: off), ``ema_decay`` / ``ema_warmup``, ``amp`` (CUDA only), ``device``,
+            ``eval_every``, ``progress``.
+        workdir: where ``last.pt`` / ``best.pt`` are written; None: no checkpoints (no resume).
         loss_fn: ``(model, batch) -> dict`` with a scalar ``"loss"`` (other entries are logged).
-        ema: the weight average to maintain; default ``ModelEMA(model, cfg.ema_decay, cfg.ema_warmup)``.
+        ema: the weight average to maintain; True: ``ModelEMA(model, cfg.ema_decay,
+            cfg.ema_warmup)``; False: none (``evaluate`` then sees the trained model).
         evaluate: ``(ema_module) -> dict`` with a ``"score"`` entry (higher is better),
             called every ``cfg.eval_every`` epochs and after the last one; decides ``best.pt``.
             Under DDP it is called on every rank (it may split its work with
-            :func:`stovtal.engine.distributed.rank_indices` / ``gather_dicts``); rank 0's
+            :func:`stovtal.utils.distributed.rank_indices` / ``gather_dicts``); rank 0's
             metrics are the ones used.
         extra_state: JSON-like dict stored in every checkpoint (e.g. the run config).
         hooks: :class:`TrainerHook` s, called in order.
+        decay_1d: also decay 1-D parameters (biases, norm weights); default: they get none.
         log: a ``print``-like function.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        train_set: Dataset,
+        train_set: Dataset | EpochBatches,
         cfg: TrainConfig,
-        workdir: str | os.PathLike,
+        workdir: str | os.PathLike | None,
         *,
-        collate_fn: Callable[[list], dict[str, Any]],
+        collate_fn: Callable[[list], dict[str, Any]] | None = None,
         loss_fn: Callable[[nn.Module, dict[str, Any]], dict[str, torch.Tensor]] = localizer_loss,
-        ema: ModelEMA | None = None,
+        ema: ModelEMA | bool = True,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         extra_state: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
         hooks: list[TrainerHook] | None = None,
+        decay_1d: bool = False,
     ):
-        if len(train_set) == 0:  # type: ignore[arg-type]
-            raise ValueError("the training set is empty")
         self.cfg = cfg
-        self.workdir = os.fspath(workdir)
-        self.rank, self.world_size = D.get_rank(), D.get_world_size()
-        if cfg.batch_size % self.world_size:
-            raise ValueError(f"train.batch_size ({cfg.batch_size}) is the global batch and must be divisible "
-                             f"by the number of processes ({self.world_size})")
+        self.workdir = None if workdir is None else os.fspath(workdir)
+        self.train_set: Dataset | None = None
+        if isinstance(train_set, EpochBatches):
+            self.batches = train_set
+        else:
+            if collate_fn is None:
+                raise ValueError("Trainer: a dataset needs a collate_fn")
+            self.train_set = train_set
+            self.batches = LoaderBatches(train_set, cfg, collate_fn)  # seeds every RNG with cfg.seed
+        self.rank, self.world_size = D.get_rank(), self.batches.world_size
         self.device = D.local_device(resolve_device(cfg.device))
-        seed_everything(cfg.seed)
         self.model = model.to(self.device)
         self.ddp: nn.Module | None = None
         if self.world_size > 1:
@@ -203,63 +198,38 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
         self.log = log if self.rank == 0 else (lambda _: None)
-        self.train_set = train_set
-        self.collate_fn = collate_fn
         self.loss_fn = loss_fn
         self.evaluate = evaluate
         self.extra_state = extra_state or {}
         self.hooks = list(hooks or [])
-        self.ema = ema if ema is not None else ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        self.ema.module.to(self.device)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        self.iters_per_epoch = self._num_batches()
-        total = cfg.epochs * self.iters_per_epoch
-        warmup = min(int(round(cfg.warmup_epochs * self.iters_per_epoch)), total)
-        self.scheduler = warmup_cosine(self.optimizer, warmup, total, cfg.min_lr_ratio)
+        self.ema: ModelEMA | None = None
+        if ema is True:
+            self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        elif ema is not False:
+            self.ema = ema
+        if self.ema is not None:
+            self.ema.module.to(self.device)
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        self.optimizer = opt_cls(_param_groups(self.model, cfg.weight_decay, decay_1d), lr=cfg.lr)
+        self.iters_per_epoch = len(self.batches)
+        self.total_iters = cfg.iterations if cfg.iterations > 0 else cfg.epochs * self.iters_per_epoch
+        self.num_epochs = math.ceil(self.total_iters / self.iters_per_epoch)
+        if cfg.schedule == "constant":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        else:
+            warmup = min(int(round(cfg.warmup_epochs * self.iters_per_epoch)), self.total_iters)
+            self.scheduler = warmup_cosine(self.optimizer, warmup, self.total_iters, cfg.min_lr_ratio)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch = 0  # completed epochs
         self.best_score = -math.inf
         self.history: list[dict[str, float]] = []
 
-    # ------------------------------------------------------------------ data
-    def _drop_last(self) -> bool:
-        return len(self.train_set) > self.cfg.batch_size  # type: ignore[arg-type]
-
-    def _num_batches(self) -> int:
-        n = len(self.train_set)  # type: ignore[arg-type]
-        b = self.cfg.batch_size
-        return n // b if self._drop_last() else math.ceil(n / b)
-
-    def _loader(self, epoch: int) -> DataLoader:
-        gen = torch.Generator()
-        gen.manual_seed(epoch_seed(self.cfg.seed, epoch))
-        drop = self._drop_last()
-        if self.world_size == 1:
-            sampler: Any = RandomSampler(self.train_set, generator=gen)
-        else:
-            # The single-process permutation, the same on every rank; rank r takes elements
-            # r, r+W, ... With drop_last the sampler keeps floor(n/W) per rank and the loader
-            # floor(floor(n/W) / (B/W)) = floor(n/B) steps: the single-process batches, split.
-            sampler = _SharedPermutationSampler(self.train_set, self.world_size, self.rank,
-                                                epoch_seed(self.cfg.seed, epoch), drop)
-        return DataLoader(
-            self.train_set,
-            batch_size=self.cfg.batch_size // self.world_size,
-            sampler=sampler,
-            collate_fn=self.collate_fn,
-            num_workers=self.cfg.num_workers,
-            worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
-            generator=gen,
-            drop_last=drop,
-            persistent_workers=False,
-        )
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -272,7 +242,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -283,28 +254,31 @@ class Trainer:
 
     @property
     def last_path(self) -> str:
-        return TrainLayout(self.workdir).last
+        return TrainLayout(self._need_workdir()).last
 
     @property
     def best_path(self) -> str:
-        return TrainLayout(self.workdir).best
+        return TrainLayout(self._need_workdir()).best
+
+    def _need_workdir(self) -> str:
+        if self.workdir is None:
+            raise ValueError("this Trainer has no work directory (workdir=None): no checkpoints")
+        return self.workdir
 
     # ------------------------------------------------------------------ loop
     def train_one_epoch(self) -> dict[str, float]:
+        """One epoch (the last of an iteration-counted run may be shorter); mean loss terms."""
         cfg = self.cfg
-        s = (epoch_seed(cfg.seed, self.epoch) ^ 0x5EED) + 104_729 * self.rank  # own dropout/crops per rank
-        torch.manual_seed(s)
-        np.random.seed(s % 2**32)  # noqa: NPY002  (global RNG of dataset code)
-        random.seed(s)
         self.model.train()
+        steps = min(self.iters_per_epoch, self.total_iters - self.epoch * self.iters_per_epoch)
         sums: dict[str, float] = {}
         n = 0
-        loader = self._loader(self.epoch)
-        iterator: Any = loader
+        iterator: Any = itertools.islice(self.batches.epoch(self.epoch), steps)
         if cfg.progress and self.rank == 0:
             from tqdm import tqdm
 
-            iterator = tqdm(loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+            iterator = tqdm(iterator, total=steps, desc=f"epoch {self.epoch + 1}/{self.num_epochs}",
+                            leave=False, dynamic_ncols=True)
         for batch in iterator:
             batch = move_to_device(batch, self.device)
             with torch.autocast(self.device.type, enabled=self.use_amp):
@@ -320,22 +294,32 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            self.ema.update(self.model)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            losses = {k: v.detach() for k, v in losses.items()}
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
+            for hook in self.hooks:
+                hook.after_step(self, batch, losses)
             if cfg.progress and self.rank == 0:
                 iterator.set_postfix(loss=f"{sums['loss'] / n:.4f}")
-        return D.all_reduce_mean({k: v / max(n, 1) for k, v in sums.items()})
+        means = {k: v / max(n, 1) for k, v in sums.items()}
+        return D.all_reduce_mean(means) if self.world_size > 1 else means
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train until ``cfg.epochs`` epochs are done; returns the per-epoch history.
+        """Train until ``cfg.epochs`` epochs (or ``cfg.iterations`` steps) are done; returns the
+        per-epoch history.
 
         With ``resume=True`` and an existing ``last.pt``, training continues from it
-        and ends with the same weights as an uninterrupted run (on CPU).
+        and ends with the same weights as an uninterrupted run (on CPU; for a batch source
+        that re-seeds per epoch, as :class:`~stovtal.engine.batches.LoaderBatches` does).
         """
-        os.makedirs(self.workdir, exist_ok=True)
-        if resume and D.broadcast_object(os.path.exists(self.last_path)):
+        if self.workdir is not None:
+            os.makedirs(self.workdir, exist_ok=True)
+        elif resume:
+            raise ValueError("resume=True needs a work directory")
+        if resume and self._shared(os.path.exists(self.last_path)):
             state = load_checkpoint(self.last_path, self.device)
             check_state_dict(self.model, state.get("model"), self.last_path)
             self.load_state_dict(state)
@@ -343,7 +327,7 @@ class Trainer:
         cfg = self.cfg
         for hook in self.hooks:
             hook.before_train(self)
-        while self.epoch < cfg.epochs:
+        while self.epoch < self.num_epochs:
             t0 = time.time()
             for hook in self.hooks:
                 hook.before_epoch(self)
@@ -351,9 +335,10 @@ class Trainer:
             self.epoch += 1
             stats = {"epoch": float(self.epoch), "time_s": time.time() - t0,
                      "lr": self.optimizer.param_groups[0]["lr"], **stats}
-            last = self.epoch == cfg.epochs
+            last = self.epoch == self.num_epochs
             if self.evaluate is not None and (last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)):
-                metrics = D.broadcast_object(self.evaluate(self.ema.module))
+                evaluated = self.ema.module if self.ema is not None else self.model
+                metrics = self._shared(self.evaluate(evaluated))
                 stats.update({f"val_{k}": float(v) for k, v in metrics.items()})
                 if float(metrics["score"]) > self.best_score:
                     self.best_score = float(metrics["score"])
@@ -363,18 +348,51 @@ class Trainer:
                     self.history.append(stats)
             else:
                 self.history.append(stats)
-            self._save(self.last_path)
+            if self.workdir is not None:
+                self._save(self.last_path)
             self.log(json.dumps({k: round(v, 5) for k, v in stats.items()}))
             for hook in self.hooks:
                 hook.after_epoch(self, stats)
-        if self.evaluate is None:  # nothing to select on: the final weights are the best
+        if self.evaluate is None and self.workdir is not None:  # nothing to select on: the final weights are the best
             self._save(self.best_path)
         for hook in self.hooks:
             hook.after_train(self)
         return self.history
 
+    def _shared(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank of a distributed trainer; ``obj`` otherwise."""
+        return D.broadcast_object(obj) if self.world_size > 1 else obj
+
     def _save(self, path: str) -> None:
         """Rank 0 writes; every rank returns once the file is complete."""
         if self.rank == 0:
             save_checkpoint(path, self.state_dict())
-        D.barrier()
+        if self.world_size > 1:
+            D.barrier()
+
+
+class SampleMeanLoss(TrainerHook):
+    """Records each epoch's training loss averaged over samples (not batches) in ``history``.
+
+    A batch's weight is the length of ``batch[key]`` (its number of samples), so a smaller last
+    batch counts for what it holds. ``log(epoch, loss)`` (optional) is called after each epoch.
+    """
+
+    def __init__(self, key: str = "labels", log: Callable[[int, float], None] | None = None):
+        self.key = key
+        self.log = log
+        self.history: list[float] = []
+        self._total, self._count = 0.0, 0
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        self._total, self._count = 0.0, 0
+
+    def after_step(self, trainer: Trainer, batch: dict[str, Any], losses: dict[str, torch.Tensor]) -> None:
+        n = len(batch[self.key])
+        self._total += float(losses["loss"]) * n
+        self._count += n
+
+    def after_epoch(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        self.history.append(self._total / self._count)
+        if self.log is not None:
+            self.log(trainer.epoch, self.history[-1])

@@ -102,15 +102,22 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
     from stovtal.data.synthetic import SyntheticConfig, ensure_world
 
     root = cfg.world_dir or FeelLayout(workdir).world
+    # FEEL clusters target-domain videos without their labels (the paper clusters THUMOS14's own
+    # videos): the world's unlabelled set is drawn like its test videos (web_profile "target")
+    world = {"web_profile": "target", **cfg.world}
+    if world["web_profile"] != "target":
+        raise ValueError(f"data.world.web_profile: FEEL clusters target-domain videos, so it must be "
+                         f"'target', got {world['web_profile']!r}")
     try:
-        world_cfg = SyntheticConfig.from_dict(dict(cfg.world))
+        world_cfg = SyntheticConfig.from_dict(world)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"data.world: {exc}") from None
     world = ensure_world(root, world_cfg, progress=progress)
     classes = list(world["classes"])
     grid = FeatureGrid(float(world["fps"]), int(world["feature_stride"]), int(world["num_frames"]))
     feat_dir = os.path.join(root, "features")
-    # the web videos' hidden ground truth is read for NMI / selection analysis only
+    # the unlabelled target-domain videos ("web" files of a web_profile "target" world); their
+    # hidden ground truth is read for NMI / selection analysis only
     web_gt = read_json(os.path.join(root, "web_gt.json"))
     train = _load_set(web_gt, feat_dir, classes, grid, "web", None, progress, "web videos")
     test = read_json(os.path.join(root, "annotations.json"))

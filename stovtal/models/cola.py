@@ -163,7 +163,7 @@ def _replicate_borders(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Zero padding would make the border snippets' activations systematically lower than the
     interior's, and a per-video min-max normalisation at inference would then be set by the
     borders rather than by the video's content. Masks must be prefixes (valid snippets
-    first), as :func:`stovtal.feel.localizer.pad_batch` makes them.
+    first), as :func:`stovtal.feel.cola.pad_batch` makes them.
     """
     b, _, t = feats.shape
     length = mask.sum(1)

@@ -33,6 +33,13 @@ stages (each skipped when its output exists, so a killed run resumes):
   eval         CB / CN / GZSL mAP of the base and self-trained models on the test set
   report       report.md, plots/*.png and results.json
 
+self-training rounds (retrain.rounds=R, default 1): the retrain stage runs round 1 for every
+number of unlabelled videos, then round 2 (pseudo-labels from round 1's teacher, then a
+retraining from the same initialisation), ...; every round resumes, is evaluated (the teacher
+and the raw student) and reported. Per-N pseudo-label threshold, as the authors do:
+  python -m stovtal.selftrain --scale 1000,3000,10000 retrain.rounds=2 \
+      'pseudo.threshold_by_n={10000: 0.10, 100000: 0.05}'
+
 configuration: defaults <- --config YAML <- key=value overrides (omegaconf dotlist), e.g.
   python -m stovtal.selftrain pseudo.threshold=0.3 retrain.consistency_weight=1.0
   python -m stovtal.selftrain --config my.yaml data.synthetic=false data.feature_dir=/feats ...
@@ -61,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", help="comma-separated numbers of unlabelled videos, e.g. 1000,3000,10000: one "
                    "self-training run per number (nested subsets) and a scale curve in the report")
     p.add_argument("--seed", type=int, help="training seed (same as seed=N)")
+    p.add_argument("--seeds", help="comma-separated training seeds, e.g. 0,1,2: one run per seed in "
+                   "WORKDIR/seed<S> (one after the other; each resumes like a single run), then the mean and "
+                   "spread over the seeds in WORKDIR/aggregate.md, aggregate.json, plots/scale_seeds.png "
+                   "(python -m stovtal.selftrain.aggregate does this for any work directories)")
     p.add_argument("--shard", metavar="I/N", help="with --stage pseudolabel only: run independent job I of N "
                    "(0-based), which labels every N-th share of the shards")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -70,19 +81,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_scale(text: str) -> list[int]:
+def _parse_scale(text: str, flag: str = "--scale") -> list[int]:
     try:
         vals = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"--scale: expected comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{flag}: expected comma-separated integers, got {text!r}") from None
     if not vals:
-        raise ConfigError("--scale: empty")
+        raise ConfigError(f"{flag}: empty")
     return vals
+
+
+def _run_seeds(argv: list[str], seeds: list[int], workdir: str) -> int:
+    """One run per seed in ``workdir/seed<S>``, then the aggregate in ``workdir``."""
+    from .aggregate import write_aggregate
+
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds: expected distinct seeds >= 0, got {seeds}")
+    dirs = []
+    for seed in seeds:
+        d = os.path.join(workdir, f"seed{seed}")
+        print(f"=== seed {seed}: {d}", flush=True)
+        rc = main([*argv, "--seed", str(seed), "--workdir", d])
+        if rc:
+            return rc
+        dirs.append(d)
+    write_aggregate(workdir, dirs)
+    print(open(os.path.join(workdir, "aggregate.md")).read())
+    return 0
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    if args.seeds is not None:
+        seeds = _parse_scale(args.seeds, "--seeds")
+        if args.seed is not None or any(o.startswith("seed=") for o in args.overrides):
+            raise ConfigError("--seeds: give the seeds with --seeds alone (not with --seed / seed=)")
+        if args.shard or args.print_config:
+            raise ConfigError("--seeds: not with --shard or --print-config")
+        return _run_seeds(_without_option(_without_option(raw, "--seeds"), "--workdir"), seeds, args.workdir)
     overrides = list(args.overrides)
     if args.scale:
         overrides.append(f"scale=[{','.join(str(n) for n in _parse_scale(args.scale))}]")
@@ -101,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         return 0
 
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.fileio import atomic_open
     from stovtal.utils.workdir_lock import job_lock
 

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from stovtal.engine import distributed as D
+from stovtal.utils import distributed as D
 
 __all__ = ["evaluate_model"]
 

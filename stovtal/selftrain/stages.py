@@ -2,12 +2,26 @@
 
 The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
 written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
-holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+(a pin, :mod:`stovtal.utils.resume`) holds a fingerprint of the inputs, and reusing a directory made with a different configuration
 is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
 its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
-Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
-who does what.
+With ``retrain.rounds=R`` the ``retrain`` stage runs the rounds in order, each over every
+number of unlabelled videos: round 1 retrains with the base model's pseudo-labels; round r > 1
+first pseudo-labels the same videos with round r-1's teacher (``pseudo/n<N>-r<r>``, sharded and
+resumable like the ``pseudolabel`` stage) and then retrains (``retrain/n<N>-r<r>``). Each round
+has its own fingerprints, chained to the previous round's.
+
+Under ``torchrun`` every rank runs the pipeline (one process: the same code, collectives are
+no-ops; :mod:`stovtal.utils.distributed`):
+
+* ``base`` / ``retrain``: every rank trains (DDP, see :class:`stovtal.engine.Trainer`); rank 0
+  exports the weights.
+* ``pseudolabel`` (and the rounds' re-labelling): the shards of the video list are divided among
+  the ranks (and among independent jobs, ``--shard i/n``); rank 0 merges them
+  (:func:`stovtal.selftrain.pseudolabel.pseudo_label_distributed`).
+* ``eval``: each rank predicts its share of the test videos; rank 0 gathers and scores them.
+* ``report``, ``config.yaml``, ``stage.json``: rank 0; the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -21,9 +35,10 @@ from typing import Any
 
 import torch
 
-from stovtal.engine import distributed as D
 from stovtal.engine.layout import SelfTrainLayout
+from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.resume import pin
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
@@ -36,7 +51,8 @@ from .config import (
 )
 from .filtering import nested_subset
 
-__all__ = ["STAGES", "Context", "make_context", "run_pipeline", "run_stage"]
+__all__ = ["STAGES", "Context", "make_context", "run_pipeline", "run_stage", "student_eval_name",
+           "teacher_eval_name"]
 
 STAGES = ("base", "pseudolabel", "retrain", "eval", "report")
 STAGE_FILE = "stage.json"
@@ -125,6 +141,8 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
         names, emb = load_embeddings(os.path.join(root, files["vocab"]))
         feat_dir = os.path.join(root, files["features"])
         world_id = {k: v for k, v in wcfg.to_dict().items() if k not in ("num_web", "web_shard_size")}
+        if world_id["web_profile"] == "target":  # the web set of work directories made before the option
+            world_id.pop("web_profile")
         return Data(
             grid=grid, feat_dim=int(meta["feat_dim"]), feature_dir=feat_dir, unlabelled_feature_dir=feat_dir,
             annotations=load_annotations(os.path.join(root, files["annotations"]))["database"],
@@ -197,6 +215,10 @@ class Context:
     def default_scale(self) -> int:
         return self.scales()[-1]
 
+    def rounds(self) -> list[int]:
+        """The self-training rounds, 1 .. ``retrain.rounds``."""
+        return list(range(1, self.cfg.retrain.rounds + 1))
+
     def unlabelled_ids(self, n: int) -> list[str]:
         return nested_subset(self.data.unlabelled, n, self.cfg.pseudo.subset_seed)
 
@@ -216,17 +238,27 @@ class Context:
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
         return fingerprint(fp)
 
-    def fp_pseudo(self, n: int, ints: bool = False) -> str:
-        p = dataclasses.asdict(self.cfg.pseudo)
-        for k in ("num_workers", "num_videos", "shard_size"):
-            p.pop(k)
-        return fingerprint({"base": self.fp_base(ints), "pseudo": p, "n": n, "unl": self.data.source})
+    def pseudo_config(self, n: int):
+        """The ``pseudo`` section of the runs on ``n`` unlabelled videos (threshold for ``n``)."""
+        return self.cfg.pseudo.for_n(n)
 
-    def fp_retrain(self, n: int, ints: bool = False) -> str:
+    def fp_pseudo(self, n: int, round: int = 1, ints: bool = False) -> str:
+        # the threshold enters as the one used for n (pseudo.threshold_by_n resolved), so a
+        # directory made before that option existed keeps its fingerprint
+        p = dataclasses.asdict(self.pseudo_config(n))
+        for k in ("num_workers", "num_videos", "shard_size", "threshold_by_n"):
+            p.pop(k)
+        if round == 1:
+            return fingerprint({"base": self.fp_base(ints), "pseudo": p, "n": n, "unl": self.data.source})
+        return fingerprint({"teacher": self.fp_retrain(n, round - 1, ints), "pseudo": p, "n": n,
+                            "round": round, "unl": self.data.source})
+
+    def fp_retrain(self, n: int, round: int = 1, ints: bool = False) -> str:
         r = dataclasses.asdict(self.cfg.retrain)
+        r.pop("rounds")  # a round does not depend on how many follow it
         if r["labelled_fraction"] == 0:  # the plain union has the fingerprint of a run without the option
             r.pop("labelled_fraction")
-        return fingerprint({"pseudo": self.fp_pseudo(n, ints), "retrain": r})
+        return fingerprint({"pseudo": self.fp_pseudo(n, round, ints), "retrain": r})
 
     def fp_eval(self, ints: bool = False) -> str:
         e = self.cfg.eval
@@ -258,12 +290,13 @@ class Context:
 
         return ActionLocalizer(self.localizer_config())
 
-    def load_model(self, path: str):
-        """An exported localizer (``base/model.pt``, ``retrain/n<N>/teacher.pt``), on the device."""
+    def load_model(self, path: str, weights: str = "ema"):
+        """An exported localizer (``base/model.pt``, ``retrain/n<N>/teacher.pt``) or a training
+        state's ``weights`` (``ema`` or ``model``: the raw weights), on the device."""
         from stovtal.engine.checkpoint import load_model, load_weights
 
         model = self.new_model()
-        load_weights(model, load_model(path).state_dict, path)
+        load_weights(model, load_model(path, weights=weights).state_dict, path)
         return model.to(self.device).eval()
 
     def export_model(self, path: str, state_dict: Mapping[str, torch.Tensor], seconds: float,
@@ -369,19 +402,11 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what
 
 def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
     accepted = [fp] if isinstance(fp, str) else list(fp)
-    fp = accepted[0]
-    rec_path = os.path.join(stage_dir, STAGE_FILE)
-    if os.path.exists(rec_path):
-        rec = read_json(rec_path)
-        if rec.get("fingerprint") not in accepted:
-            raise ConfigError(
-                f"{stage_dir}: {what} was made with a different configuration "
-                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
-                f"{stage_dir} to redo it"
-            )
-    else:
-        os.makedirs(stage_dir, exist_ok=True)
-        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    pin(os.path.join(stage_dir, STAGE_FILE), {"fingerprint": accepted[0], "stage": what}, accepted,
+        mismatch=lambda old: (f"{what} was made with a different configuration (fingerprint "
+                              f"{old.get('fingerprint') if isinstance(old, dict) else None} != "
+                              f"{accepted[0]}); use another --workdir or delete {stage_dir} to redo it"),
+        error=ConfigError)
     if os.path.exists(out):
         ctx.log(f"[{what}] output exists, skipped: {out}")
         return True
@@ -430,37 +455,49 @@ def _copy_base_model(ctx: Context, out: str, out_dir: str) -> None:
     ctx.log(f"[base] not trained: base model copied from {src['path']}")
 
 
-def stage_pseudolabel(ctx: Context, n: int) -> str:
-    """Pseudo-label ``n`` unlabelled videos with the base model's EMA weights."""
-    from .distributed import pseudo_label_distributed
-    out_dir, out = ctx.layout.pseudo_dir(n), ctx.layout.pseudo_labels(n)
-    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n), f"pseudolabel n={n}"):
+def _run_name(n: int, round: int) -> str:
+    return f"n={n}" if round == 1 else f"n={n} round {round}"
+
+
+def stage_pseudolabel(ctx: Context, n: int, round: int = 1) -> str:
+    """Pseudo-label ``n`` unlabelled videos: round 1 with the base model's EMA weights, round
+    r > 1 with round r-1's self-trained teacher."""
+    from .pseudolabel import pseudo_label_distributed
+    lay, name = ctx.layout, _run_name(n, round)
+    out_dir, out = lay.pseudo_dir(n, round), lay.pseudo_labels(n, round)
+    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n, round), f"pseudolabel {name}"):
         return out
-    model = ctx.load_model(_require(ctx.layout.base_model, "base"))
-    db = pseudo_label_distributed(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.cfg.pseudo,
+    if round == 1:
+        model = ctx.load_model(_require(lay.base_model, "base"))
+    else:
+        model = ctx.load_model(_require(lay.teacher(n, round - 1), f"retrain {_run_name(n, round - 1)}"))
+    db = pseudo_label_distributed(model, ctx.unlabelled_set(), ctx.unlabelled_ids(n), out_dir, ctx.pseudo_config(n),
                                   device=ctx.device, progress=ctx.cfg.progress, job=ctx.job,
-                                  num_jobs=ctx.num_jobs, desc=f"pseudo-label n={n}")
+                                  num_jobs=ctx.num_jobs, desc=f"pseudo-label {name}")
     if db is None:
         if ctx.num_jobs > 1:
-            ctx.log(f"[pseudolabel n={n}] job {ctx.job}/{ctx.num_jobs} finished its shards; shards of other "
+            ctx.log(f"[pseudolabel {name}] job {ctx.job}/{ctx.num_jobs} finished its shards; shards of other "
                     "jobs are pending (the last job to finish writes pseudo_labels.json)")
             return out
         raise RuntimeError(f"{out_dir}: shards of other workers are still pending")
-    ctx.log(f"[pseudolabel n={n}] {db['info']['num_pseudo_labels']} pseudo-labels on {db['info']['num_videos']} videos")
+    ctx.log(f"[pseudolabel {name}] {db['info']['num_pseudo_labels']} pseudo-labels on "
+            f"{db['info']['num_videos']} videos")
     return out
 
 
-def stage_retrain(ctx: Context, n: int) -> str:
-    """Mean Teacher retraining on labelled + pseudo-labelled videos; export the teacher."""
+def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
+    """Mean Teacher retraining on labelled + pseudo-labelled videos (the pseudo-labels of round
+    ``round``); export the teacher. Every round starts from the same initialisation."""
     from stovtal.data import VideoFeatureDataset
     from stovtal.engine import seed_everything
     from stovtal.engine.checkpoint import check_state_dict, load_model
 
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
-    out_dir, out = ctx.layout.retrain_dir(n), ctx.layout.teacher(n)
-    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_retrain, n), f"retrain n={n}"):
+    name = _run_name(n, round)
+    out_dir, out = ctx.layout.retrain_dir(n, round), ctx.layout.teacher(n, round)
+    if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_retrain, n, round), f"retrain {name}"):
         return out
     r = ctx.cfg.retrain
     lay = ctx.layout
@@ -468,11 +505,11 @@ def stage_retrain(ctx: Context, n: int) -> str:
     # a given base model (base.checkpoint) has one set of weights, used either way
     raw = r.teacher_init == "raw" and not ctx.base_checkpoint
     if r.teacher_init == "raw" and ctx.base_checkpoint:
-        ctx.log(f"[retrain n={n}] teacher_init=raw: the given base model has one set of weights; the teacher "
+        ctx.log(f"[retrain {name}] teacher_init=raw: the given base model has one set of weights; the teacher "
                 "starts from them")
     base_path = _require(lay.base_state if raw else lay.base_model, "base")
     base_state = load_model(base_path, weights="model" if raw else "ema").state_dict
-    pl = read_json(_require(lay.pseudo_labels(n), f"pseudolabel n={n}"))
+    pl = read_json(_require(lay.pseudo_labels(n, round), f"pseudolabel {name}"))
     tcfg = ctx.train_config(retrain=True)
     seed_everything(tcfg.seed)
     student = ctx.new_model()
@@ -487,7 +524,7 @@ def stage_retrain(ctx: Context, n: int) -> str:
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
-                                        ctx.layout.refresh_dir(n, epoch), ctx.cfg.pseudo,
+                                        ctx.layout.refresh_dir(n, epoch, round), ctx.pseudo_config(n),
                                         device=ctx.device, progress=ctx.cfg.progress, desc=f"refresh e{epoch}")
 
     pseudo = PseudoLabelledSet(make, pl["database"])
@@ -515,23 +552,40 @@ def _require(path: str, stage: str) -> str:
     return path
 
 
+def teacher_eval_name(n: int, round: int = 1) -> str:
+    """The ``eval/<name>.json`` of the self-trained teacher of round ``round`` on ``n`` videos."""
+    return f"selftrained-{SelfTrainLayout.run_name(n, round)}"
+
+
+def student_eval_name(n: int, round: int = 1) -> str:
+    """The ``eval/<name>.json`` of the raw student of that retraining."""
+    return f"student-{SelfTrainLayout.run_name(n, round)}"
+
+
 def stage_eval(ctx: Context) -> dict[str, str]:
-    """CB / CN / GZSL mAP of the base model and of every self-trained teacher."""
+    """CB / CN / GZSL mAP of the base model and, for every size and round, of the self-trained
+    teacher (the EMA weights, the exported model) and of the raw student (``last.pt``'s weights)."""
     from .evaluation import evaluate_model
 
     lay = ctx.layout
-    models = {"base": (lay.base_model, "base", lambda ints: ctx.fp_base(ints))}
-    for n in ctx.scales():
-        models[f"selftrained-n{n}"] = (lay.teacher(n), f"retrain n={n}",
-                                       lambda ints, n=n: ctx.fp_retrain(n, ints))
+    # name: (file, weights, stage that makes it, fingerprint of the model (ints), tag)
+    models = {"base": (lay.base_model, "ema", "base", lambda ints: ctx.fp_base(ints), None)}
+    for r in ctx.rounds():
+        for n in ctx.scales():
+            def fp(ints: bool, n: int = n, r: int = r) -> str:
+                return ctx.fp_retrain(n, r, ints)
+            models[teacher_eval_name(n, r)] = (lay.teacher(n, r), "ema", f"retrain {_run_name(n, r)}", fp, None)
+            models[student_eval_name(n, r)] = (lay.retrain_state(n, r), "model", f"retrain {_run_name(n, r)}",
+                                               fp, "raw student")
     outs = {}
-    for name, (ckpt, stage, model_fp) in models.items():
+    for name, (ckpt, weights, stage, model_fp, tag) in models.items():
         out = lay.eval_result(name)
         outs[name] = out
-        fps = list(dict.fromkeys(fingerprint([ctx.fp_eval(ints), model_fp(ints)]) for ints in (False, True)))
+        fps = list(dict.fromkeys(fingerprint([ctx.fp_eval(ints), model_fp(ints)] + ([tag] if tag else []))
+                                 for ints in (False, True)))
         if _done(ctx, out, lay.eval_stage_dir(name), fps, f"eval {name}"):
             continue
-        model = ctx.load_model(_require(ckpt, stage))
+        model = ctx.load_model(_require(ckpt, stage), weights=weights)
         res = evaluate_model(model, ctx, desc=f"eval {name}")  # None on ranks > 0
         if res is None:
             continue
@@ -559,8 +613,11 @@ def run_stage(ctx: Context, stage: str) -> None:
         for n in ctx.scales():
             stage_pseudolabel(ctx, n)
     elif stage == "retrain":
-        for n in ctx.scales():
-            stage_retrain(ctx, n)
+        for r in ctx.rounds():
+            for n in ctx.scales():
+                if r > 1:
+                    stage_pseudolabel(ctx, n, r)
+                stage_retrain(ctx, n, r)
     elif stage == "eval":
         stage_eval(ctx)
     elif stage == "report":

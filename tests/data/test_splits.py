@@ -104,3 +104,32 @@ def test_splits_cli(capsys):
     with pytest.raises(SystemExit):
         main(["splits", "--dataset", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_kinetics_matches_are_the_base_classes():
+    from stovtal.data.splits import kinetics_matches
+
+    kinetics = set(load_vocabulary("kinetics400"))
+    for dataset in SPLIT_DATASETS:
+        m = kinetics_matches(dataset)
+        assert set(m) <= kinetics and all(m.values())
+        assert {c for hits in m.values() for c in hits} <= set(class_split(dataset).base)
+    m = kinetics_matches("thumos14")
+    # the most specific match only: "diving cliff" contains Diving's lemmas too
+    assert m["diving cliff"] == ("CliffDiving",) and m["springboard diving"] == ("Diving",)
+    assert len(m) == 12 and {c for hits in m.values() for c in hits} == set(class_split("thumos14").base)
+    assert kinetics_matches("activitynet13")["canoeing or kayaking"] == ("Canoeing", "Kayaking")
+    with pytest.raises(ValueError, match="kinetics400"):
+        kinetics_matches("kinetics400")
+
+
+def test_kinetics_embeddings_shipped_like_the_others():
+    names, emb = shipped_text_embeddings("kinetics400")
+    _, thumos = shipped_text_embeddings("thumos14")
+    assert names == load_vocabulary("kinetics400") and emb.shape == (400, thumos.shape[1])
+    assert emb.dtype == thumos.dtype
+    assert abs(float((emb * emb).sum(1).min()) - 1.0) < 1e-2
+    # the same encoder: a Kinetics name equal to a THUMOS14 natural name has the same embedding
+    t_names, _ = shipped_text_embeddings("thumos14")
+    i, j = names.index("clean and jerk"), t_names.index("CleanAndJerk")
+    assert float(emb[i] @ thumos[j]) > 0.999

@@ -2,6 +2,7 @@
 reading it back."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from stovtal.data import VideoFeatureDataset, collate_videos, load_annotations, load_embeddings
-from stovtal.data.synthetic import SyntheticConfig, SyntheticWorld
+from stovtal.data.synthetic import WEB_SPEC, SyntheticConfig, SyntheticWorld
+from stovtal.data.vocab import load_vocabulary
 
 SMALL = SyntheticConfig(seed=3, feat_dim=64, num_train=6, num_web=5, num_test=8,
                         snippets_range=(40, 90), web_shard_size=2)
@@ -266,7 +268,7 @@ def test_write_web_beyond_num_web_resumes_and_shards(world, root, tmp_path, monk
     # [4, 5)) has its features and is regenerated only for its metadata; the rest once each
     assert sorted(calls) == [("web", i) for i in range(4, 9)]
     db = load_annotations(web, classes=world.classes)["database"]
-    gt = load_annotations(web_gt, classes=world.classes)["database"]
+    gt = load_annotations(web_gt, classes=world.web_classes)["database"]
     ids = [f"web_{i:07d}" for i in range(9)]
     assert list(db) == ids and list(gt) == ids and all(not v["annotations"] for v in db.values())
     for i in (2, 7, 8):  # inside and beyond num_web (5): the indexed video, features and labels
@@ -307,3 +309,99 @@ def test_write_web_beyond_num_web_resumes_and_shards(world, root, tmp_path, monk
         world.write_web(part, -1)
     with pytest.raises(ValueError, match="shard spec"):
         world.write_web(part, 4, shard="2/2")
+
+
+# ----------------------------------------------------------------- the Kinetics web set
+# a tiny world for statistics: few dimensions, so thousands of videos take seconds
+STATS = SyntheticConfig(seed=5, feat_dim=16, num_train=0, num_web=0, num_test=0)
+
+
+@pytest.fixture(scope="module")
+def stats_world():
+    return SyntheticWorld(STATS)
+
+
+def test_web_labels_come_from_kinetics(stats_world):
+    w = stats_world
+    kinetics = load_vocabulary("kinetics400")
+    assert w.config.web_profile == "kinetics" and w.web_classes == kinetics
+    labels = [a for v in w.iter_web_videos(0, 300) for a in v["annotations"]]
+    assert {a["label"] for a in labels} <= set(kinetics)
+    assert len({a["label"] for a in labels}) > 200  # drawn from the whole vocabulary
+    for a in labels:  # a matched Kinetics action names the target class it shows
+        assert a.get("target_label") == (w.web_targets[a["label"]][0] if a["label"] in w.web_targets else None)
+    # and it shows that class's visual prototype; the others have their own
+    for k, t in w.web_targets.items():
+        assert np.array_equal(w._web.prototypes[kinetics.index(k)], w.prototypes[w.classes.index(t[0])])
+    own = np.delete(w._web.prototypes, [kinetics.index(k) for k in w.web_targets], axis=0)
+    assert np.abs(own @ w.prototypes.T).max() < 0.99
+
+
+def test_web_target_share_is_as_specified(stats_world):
+    """The share of web actions that are target classes is matched Kinetics classes / 400 (12/400
+    for THUMOS14). Two-sided test at 4 binomial standard deviations (false alarm ~6e-5)."""
+    w = stats_world
+    assert w.web_target_share == pytest.approx(12 / 400)
+    flags = [("target_label" in a) for v in w.iter_web_videos(0, 2500) for a in v["annotations"]]
+    n, k, p = len(flags), sum(flags), w.web_target_share
+    sd = math.sqrt(n * p * (1 - p))
+    assert n > 3500 and abs(k - n * p) <= 4 * sd, (k, n * p, sd)
+
+
+def test_web_domain_shift_magnitudes(stats_world):
+    """The documented shift (module docstring): half as long, more action per video, several
+    actions, rougher and stronger noise; the labelled and test videos are those of the target
+    web profile."""
+    w = stats_world
+
+    def summary(videos):
+        dur, fg, ncls, step = [], [], [], []
+        for v in videos:
+            segs = [a["segment"] for a in v["annotations"]]
+            dur.append(v["duration"])
+            fg.append(sum(e - s for s, e in segs) / v["duration"])
+            ncls.append(len({a["label"] for a in v["annotations"]}))
+            step.append(np.linalg.norm(np.diff(v["feats"], axis=0), axis=1).mean())
+        return {k: float(np.mean(x)) for k, x in zip(("dur", "fg", "ncls", "step"), (dur, fg, ncls, step),
+                                                      strict=True)}
+
+    web = summary(w.iter_web_videos(0, 400))
+    test = summary(w.iter_videos("test", 0, 400))
+    # durations: snippets range x 0.5 (T uniform: the means' ratio is 0.5 up to sampling error)
+    assert web["dur"] / test["dur"] == pytest.approx(WEB_SPEC.length_factor, abs=0.04)
+    assert web["fg"] > test["fg"] + 0.08  # measured 0.54 / 0.39 on the default world
+    assert web["ncls"] > 1.35 and test["ncls"] < 1.25  # 1.50 / 1.14
+    # snippet-to-snippet change is dominated by the AR(1) noise: E|n_t - n_t-1| ~ norm sqrt(2(1-rho))
+    for got, norm, rho in ((web["step"], STATS.noise_norm * WEB_SPEC.noise_norm_factor, WEB_SPEC.noise_smoothness),
+                           (test["step"], STATS.noise_norm, STATS.noise_smoothness)):
+        assert got == pytest.approx(norm * math.sqrt(2 * (1 - rho)), rel=0.1)
+    assert w._web.scene_norm == pytest.approx(1.5 * STATS.scene_norm) and len(w._web.scene_protos) == 64
+    target = SyntheticWorld(SyntheticConfig(**{**STATS.to_dict(), "web_profile": "target"}))
+    for subset in ("train", "test"):
+        a, b = w.generate(subset, 3), target.generate(subset, 3)
+        assert np.array_equal(a["feats"], b["feats"]) and a["annotations"] == b["annotations"]
+    assert {a["label"] for v in target.iter_web_videos(0, 20) for a in v["annotations"]} <= set(target.classes)
+
+
+def test_web_profile_option_and_old_worlds(root, tmp_path):
+    with pytest.raises(ValueError, match="web_profile"):
+        SyntheticConfig(web_profile="youtube")
+    with pytest.raises(ValueError, match="kinetics400"):
+        SyntheticConfig(vocabulary="kinetics400", web_profile="kinetics")
+    # a world written before the option has the "target" web set: read as such, and never reused
+    # for a world with the Kinetics web set
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    meta = json.loads((old / "world.json").read_text())
+    meta["config"]["web_profile"] = "target"
+    (old / "world.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="web_profile"):
+        SyntheticWorld(SMALL).write(old)
+    del meta["config"]["web_profile"]
+    (old / "world.json").write_text(json.dumps(meta))
+    assert SyntheticWorld.from_root(old).config.web_profile == "target"
+    with pytest.raises(ValueError, match=r"differs in \['web_profile'\]"):
+        SyntheticWorld(SMALL).write(old)
+    assert SyntheticWorld(SyntheticConfig(**{**SMALL.to_dict(), "web_profile": "target"})).is_complete(old)

@@ -173,8 +173,8 @@ def test_thumos14_inference_matches_colas_rules():
 
 
 def test_train_iterations_and_colas_optimizer():
+    from stovtal.feel.cola import train_cola
     from stovtal.feel.config import load_config
-    from stovtal.feel.localizer import train_cola
 
     model, feats, _, labels = _tiny()
     cfg = load_config(None, ["train.iterations=5", "train.batch_size=2", "train.optimizer=adam",

@@ -19,7 +19,8 @@ def test_help_lists_the_options():
     r = subprocess.run([PYTHON, "-m", "stovtal.selftrain", "--help"], capture_output=True, text=True,
                        env=subprocess_env(), timeout=120)
     assert r.returncode == 0, r.stderr
-    for word in ("--config", "--workdir", "--stage", "--scale", "key=value", "pseudolabel", "retrain",
+    for word in ("--config", "--workdir", "--stage", "--scale", "--seeds", "retrain.rounds", "threshold_by_n",
+                 "key=value", "pseudolabel", "retrain",
                  "./runs/selftrain"):
         assert word in r.stdout
 
@@ -38,6 +39,12 @@ def test_help_lists_the_options():
     ("data.world.num_web=-3", "data.world"),
     ("pseudo.no_such_key=1", "no_such_key"),
     ("pseudo.threshold=abc", "threshold"),
+    ("retrain.rounds=0", "retrain.rounds"),
+    ("retrain.rounds=1.5", "retrain.rounds"),
+    ("retrain.rounds=two", "retrain.rounds"),
+    ("pseudo.threshold_by_n={1000: 1.5}", "pseudo.threshold_by_n.1000"),
+    ("pseudo.threshold_by_n={0: 0.1}", "pseudo.threshold_by_n"),
+    ("pseudo.threshold_by_n={many: 0.1}", "threshold_by_n"),
 ])
 def test_bad_values_fail_before_work(tmp_path, capsys, override, key):
     workdir = tmp_path / "run"

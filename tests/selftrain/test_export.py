@@ -55,7 +55,7 @@ def test_infer_names_a_missing_run_config(tmp_path, capsys):
     (["classifier.topk=2", "model.window=5", "train.lr=0.001", "retrain.labelled_fraction=0"],
      ("179fa5041dcabe82", "ce5d364b23fe3377", "31900688d5dd9c9c", "da0f66eef319d930")),
 ])
-def test_stage_fingerprints_match_earlier_work_directories(tiny_run, extra, want):
+def test_stage_fingerprints_match_earlier_work_directories(tiny_run, tmp_path, extra, want):
     """The values written by the version before the shared config (same TINY run, whose
     regression ranges are written as integers) are among those the stages accept, so that its
     work directories are reused instead of refused as 'made with a different configuration'."""
@@ -65,13 +65,20 @@ def test_stage_fingerprints_match_earlier_work_directories(tiny_run, extra, want
     from .conftest import TINY
 
     ctx, _ = tiny_run
-    # that version's retraining student started from scratch (its default then)
-    earlier = [*TINY, *extra, "retrain.student_init=scratch"]
-    ctx = make_context(load_config(None, earlier), ctx.workdir, log=lambda s: None)
-    got = (ctx.fingerprints(ctx.fp_base), ctx.fingerprints(ctx.fp_pseudo, 16), ctx.fingerprints(ctx.fp_retrain, 16),
-           ctx.fingerprints(ctx.fp_eval))
+    # that version's retraining student started from scratch (its default then), and its web
+    # set was drawn like the test videos (web_profile "target")
+    earlier = [*TINY, *extra, "retrain.student_init=scratch", "data.world.web_profile=target"]
+    old = make_context(load_config(None, earlier), str(tmp_path), log=lambda s: None)
+    got = (old.fingerprints(old.fp_base), old.fingerprints(old.fp_pseudo, 16), old.fingerprints(old.fp_retrain, 16),
+           old.fingerprints(old.fp_eval))
     assert all(w in g for w, g in zip(want, got, strict=True)), (want, got)
-    # today's default (the student starts from the base model) must not reuse that retraining
-    now = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
+    # the student starting from the base model must not reuse that retraining
+    now = make_context(load_config(None, [*TINY, *extra, "data.world.web_profile=target"]), str(tmp_path),
+                       log=lambda s: None)
     assert want[2] not in now.fingerprints(now.fp_retrain, 16)
     assert want[1] in now.fingerprints(now.fp_pseudo, 16)
+    # today's default web set (Kinetics) reuses none of that work directory's stages
+    kin = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
+    got = (kin.fingerprints(kin.fp_base), kin.fingerprints(kin.fp_pseudo, 16), kin.fingerprints(kin.fp_retrain, 16),
+           kin.fingerprints(kin.fp_eval))
+    assert not any(w in g for w, g in zip(want, got, strict=True))
