@@ -21,8 +21,6 @@ import argparse
 import os
 import sys
 
-import torch
-
 from stovtal.config import Config, load, load_config, validate
 from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
@@ -37,6 +35,7 @@ from stovtal.engine.checkpoint import load_model
 from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.ckpt}: the checkpoint carries no run config; pass --config")
         cfg = load(Config, None, args.overrides, stored=mf.meta["run_config"])
         validate(cfg)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=lambda s: print(s, file=sys.stderr))
     device = resolve_device(args.device)
     spec = resolve_data(cfg.data)
     subset = spec.test_subset if args.subset is None else args.subset

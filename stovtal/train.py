@@ -21,8 +21,6 @@ import os
 import sys
 import time
 
-import torch
-
 from stovtal.config import load_config, to_dict, to_yaml
 from stovtal.data import collate_videos
 from stovtal.engine import Trainer, predict_segments, seed_everything
@@ -44,6 +42,7 @@ from stovtal.engine.run import (
 )
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +85,7 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
 
     if args.workdir:
         cfg.workdir = args.workdir
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=(lambda s: print(s, file=sys.stderr)) if main_process else None)
     os.makedirs(cfg.workdir, exist_ok=True)
     if main_process:
         with open(TrainLayout(cfg.workdir).config, "w", encoding="utf-8") as f:

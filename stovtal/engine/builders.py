@@ -13,6 +13,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from stovtal.data import VideoFeatureDataset, collate_videos
+from stovtal.data.crop import crop_settings
 from stovtal.data.formats import FeatureGrid, load_annotations
 from stovtal.data.splits import class_split, partition_videos
 from stovtal.eval import detection_map, open_vocab_breakdown
@@ -50,6 +51,8 @@ class DataSpec:
     test_subset: str
     max_seq_len: int
     vocab_npz: str = ""
+    crop_ratio: tuple[float, float] | None = None  # training crops (stovtal.data.crop)
+    trunc_thresh: float = 0.5
 
     @property
     def classes(self) -> list[str]:
@@ -76,6 +79,7 @@ def resolve_data(cfg: Any, progress: bool = False) -> DataSpec:
             test_subset="test",
             max_seq_len=cfg.max_seq_len,
             vocab_npz=os.path.join(root, "vocab.npz"),
+            **crop_settings(cfg),
         )
     if cfg.base_classes:
         base, novel = list(cfg.base_classes), list(cfg.novel_classes)
@@ -100,13 +104,15 @@ def resolve_data(cfg: Any, progress: bool = False) -> DataSpec:
         val_subset=cfg.val_subset,
         test_subset=cfg.test_subset,
         max_seq_len=cfg.max_seq_len,
+        **crop_settings(cfg),
     )
 
 
 def build_dataset(spec: DataSpec, subset: str, *, training: bool = False, classes: list[str] | None = None,
                   annotations: Any = None) -> VideoFeatureDataset:
-    """Videos of ``subset``; ``training`` enables random crops to ``max_seq_len`` and drops
-    videos without annotations. ``classes`` default: base + novel."""
+    """Videos of ``subset``; ``training`` enables the random crops (``max_seq_len``,
+    ``crop_ratio``, ``trunc_thresh``) and drops videos without annotations. ``classes``
+    default: base + novel."""
     return VideoFeatureDataset(
         annotations if annotations is not None else spec.annotation_file,
         spec.feature_dir,
@@ -116,6 +122,8 @@ def build_dataset(spec: DataSpec, subset: str, *, training: bool = False, classe
         feat_dim=spec.feat_dim,
         max_seq_len=spec.max_seq_len if training else None,
         training=training,
+        crop_ratio=spec.crop_ratio,
+        trunc_thresh=spec.trunc_thresh,
         require_annotations=training,
     )
 

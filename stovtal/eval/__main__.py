@@ -26,6 +26,7 @@ from stovtal.data.formats import load_annotations, load_predictions
 from stovtal.data.splits import SPLIT_DATASETS, SPLIT_KINDS, class_split
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import add_threads_flag, apply_threads_flag
 
 from .detection import detection_map
 from .openvocab import open_vocab_breakdown
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true",
                    help="a prediction with end < start is an error (default: a false positive)")
     p.add_argument("--out", default=None, help="write the result dict as JSON")
+    add_threads_flag(p)
     add_debug_flag(p)
     args = p.parse_args(argv)
+    apply_threads_flag(args)
     tious = parse_tious(args.tiou)
     gt = load_annotations(args.gt, subset=args.subset, require_duration=False)
     if not gt["database"]:

@@ -35,14 +35,17 @@ from typing import Any
 
 import torch
 
+from stovtal.data.crop import crop_settings
 from stovtal.engine.layout import SelfTrainLayout
 from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
 from stovtal.utils.resume import pin
+from stovtal.utils.threads import apply_threads
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
     ConfigError,
+    DataConfig,
     SelfTrainConfig,
     TrainConfig,
     fingerprint,
@@ -107,6 +110,8 @@ class Data:
     logit_scale: float
     max_seq_len: int
     source: dict[str, Any] = field(default_factory=dict)  # what the data is (for fingerprints)
+    crop_ratio: tuple[float, float] | None = None  # training crops (stovtal.data.crop)
+    trunc_thresh: float = 0.5
     annotation_file: str = ""  # the files behind ``annotations`` and the vocabulary (absolute)
     vocab_file: str = ""
 
@@ -150,7 +155,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
             unlabelled=load_annotations(os.path.join(root, files["web"]))["database"],
             unlabelled_gt=load_annotations(os.path.join(root, files["web_gt"]))["database"],
             vocab_names=list(names), vocab_embeddings=emb, base=list(meta["base"]), novel=list(meta["novel"]),
-            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len, **crop_settings(d),
             source={"synthetic": world_id},
             annotation_file=os.path.abspath(os.path.join(root, files["annotations"])),
             vocab_file=os.path.abspath(os.path.join(root, files["vocab"])),
@@ -169,7 +174,7 @@ def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None])
         feature_dir=d.feature_dir, unlabelled_feature_dir=d.unlabelled_feature_dir or d.feature_dir,
         annotations=ann, train_subset=d.train_subset, test_subset=d.test_subset, unlabelled=unl,
         unlabelled_gt=gt, vocab_names=list(names), vocab_embeddings=emb, base=list(d.base_classes),
-        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
+        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len, **crop_settings(d),
         source={"annotations": os.path.abspath(d.annotations), "unlabelled": os.path.abspath(d.unlabelled),
                 "feature_dir": os.path.abspath(d.feature_dir)},
         annotation_file=os.path.abspath(d.annotations), vocab_file=os.path.abspath(d.vocab),
@@ -234,6 +239,9 @@ class Context:
         fp = {"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
               "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
               "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
+        crop = crop_settings(c.data)
+        if crop != crop_settings(DataConfig()):  # absent without crops: directories made before the option
+            fp["crop"] = crop
         if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
         return fingerprint(fp)
@@ -326,7 +334,7 @@ class Context:
             "classifier": to_dict(c.classifier),
             "model": to_dict(self.localizer_config()),
             "train": {"device": c.device},
-            "num_threads": int(c.num_threads),
+            "num_threads": c.num_threads,
         }
 
     def labelled_dataset(self):
@@ -348,9 +356,10 @@ class Context:
         if not db["database"]:
             raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
                               f"base-class actions")
-        return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
-                                   feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
-                                   training=True, require_annotations=True)
+        d = self.data
+        return VideoFeatureDataset(db, d.feature_dir, [AGNOSTIC], d.grid, feat_dim=d.feat_dim,
+                                   max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True, require_annotations=True)
 
     def unlabelled_set(self):
         from .pseudolabel import UnlabelledSet
@@ -362,11 +371,10 @@ class Context:
 def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
     from stovtal.engine import resolve_device
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    log = D.rank_zero_log(log)
+    apply_threads(cfg.num_threads, log=log)  # first: before this run's own work adds to the load
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    log = D.rank_zero_log(log)
     if not D.is_main_process():
         cfg.progress = False
     with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
@@ -520,7 +528,8 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
 
     def make(db: Mapping[str, Any]):
         return VideoFeatureDataset({"database": dict(db)}, d.unlabelled_feature_dir, [AGNOSTIC], d.grid,
-                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, training=True)
+                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True)
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
