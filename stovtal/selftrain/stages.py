@@ -574,8 +574,12 @@ def stage_report(ctx: Context) -> str:
     if not D.is_main_process():
         return out
     if os.path.exists(out) and os.path.exists(ctx.layout.results):
-        ctx.log(f"[report] output exists, skipped: {out}")
-        return out
+        prev = read_json(ctx.layout.results)
+        # a run with more sizes or rounds in the same directory gets a new report
+        if ([r["num_unlabelled"] for r in prev.get("scale", [])] == ctx.scales()
+                and prev.get("rounds", 1) == len(ctx.rounds())):
+            ctx.log(f"[report] output exists, skipped: {out}")
+            return out
     return write_report(ctx)
 
 
