@@ -30,14 +30,11 @@ def base_training_annotations(spec: DataSpec) -> dict[str, Any]:
     classes (videos with a novel action are dropped, so novel actions never act as background).
     A label that is neither base nor novel is an error naming the video and the file."""
     from stovtal.data.formats import load_annotations
+    from stovtal.data.splits import partition_videos
 
     db = load_annotations(spec.annotation_file, subset=spec.train_subset, classes=spec.classes)["database"]
-    base = set(spec.base)
-    keep = {
-        vid: info for vid, info in db.items()
-        if info.get("subset") == spec.train_subset and info.get("annotations")
-        and all(a["label"] in base for a in info["annotations"])
-    }
+    train = {vid: info for vid, info in db.items() if info.get("subset") == spec.train_subset}
+    keep = {vid: train[vid] for vid in partition_videos(train, spec.base, spec.novel)["base"]}
     if not keep:
         raise ValueError(
             f"{spec.annotation_file}: no video of subset {spec.train_subset!r} has only base-class actions"

@@ -303,24 +303,21 @@ class Context:
 
     def labelled_dataset(self):
         from stovtal.data import VideoFeatureDataset
+        from stovtal.data.splits import partition_videos
 
         from .teacher import AGNOSTIC, class_agnostic
 
-        # videos with a novel-class action are left out (as stovtal.train does), so that no
-        # novel action is seen as an action, nor as background
-        base = set(self.data.spec.base)
-        kept = {vid: info for vid, info in self.data.annotations.items()
-                if info.get("subset") == self.data.spec.train_subset
-                and all(a["label"] in base for a in info.get("annotations", []))}
-        n_train = sum(info.get("subset") == self.data.spec.train_subset for info in self.data.annotations.values())
-        if len(kept) < n_train:
-            self.log(f"labelled set: {len(kept)} of the {n_train} videos of subset {self.data.spec.train_subset!r}; "
-                     f"{n_train - len(kept)} with a novel-class action are left out")
+        # the videos whose actions are all of base classes (as stovtal.train), so that no novel
+        # action is seen as an action, nor as background
+        d = self.data.spec
+        train = {vid: info for vid, info in self.data.annotations.items() if info.get("subset") == d.train_subset}
+        kept = {vid: train[vid] for vid in partition_videos(train, d.base, d.novel)["base"]}
+        if len(kept) < len(train):
+            self.log(f"labelled set: {len(kept)} of the {len(train)} videos of subset {d.train_subset!r}; "
+                     f"{len(train) - len(kept)} with a novel-class action or none are left out")
         db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled video of subset {self.data.spec.train_subset!r} has only "
-                              f"base-class actions")
-        d = self.data.spec
+            raise ConfigError(f"no labelled video of subset {d.train_subset!r} has only base-class actions")
         return VideoFeatureDataset(db, d.feature_dir, [AGNOSTIC], d.grid, feat_dim=d.feat_dim,
                                    max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
                                    trunc_thresh=d.trunc_thresh, training=True, require_annotations=True)
