@@ -526,8 +526,10 @@ class FeelConfig:
     """``python -m stovtal.feel``: k-means -> CCI -> IIS -> CoLA, ``iterations`` rounds.
 
     ``data.max_seq_len``: training crops (random) of longer videos, in snippets. ``train``:
-    CoLA's training (epochs or iterations, batch_size, optimizer, lr, weight_decay, schedule,
-    clip_grad; the localizer trainer's other keys are not used).
+    CoLA's training on the one trainer (epochs or iterations, batch_size, optimizer, lr,
+    weight_decay, schedule with warmup_epochs and min_lr_ratio, clip_grad; CoLA trains in
+    float32 without an EMA, so ``amp`` and ``ema_*`` are not used, nor are ``seed`` (the
+    iteration's seed is), ``device`` (the run's) and ``eval_every``).
     ``num_threads``: intra-op CPU threads (0: torch's default); CoLA's small convs gain little
     from more, and on a shared machine spinning OpenMP workers cost far more than they bring.
     """
