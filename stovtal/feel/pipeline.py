@@ -28,6 +28,7 @@ from stovtal.engine.checkpoint import load_model, load_weights, save_model
 from stovtal.engine.layout import FeelLayout
 from stovtal.utils.fileio import atomic_open, atomic_write_json
 from stovtal.utils.resume import read_marker, write_marker
+from stovtal.utils.threads import apply_threads
 
 from .cci import cci_refine
 from .cola import build_model, forward_videos, predict, train_cola
@@ -134,11 +135,10 @@ def _naming_vocabulary(cfg: FeelConfig, data: FeelData) -> tuple[list[str], torc
     """(names, text embeddings [V, E], source) for cluster naming, or None when disabled."""
     nc = cfg.naming
     if nc.open_clip_model:
+        from stovtal.data.resolve import vocabulary_names
         from stovtal.models.text_encoders import OpenClipTextEncoder
 
-        from .data import _classes
-
-        names = _classes(nc.vocabulary) if nc.vocabulary else list(data.classes)
+        names = vocabulary_names(nc.vocabulary) if nc.vocabulary else list(data.classes)
         enc = OpenClipTextEncoder(nc.open_clip_model, nc.open_clip_checkpoint, nc.templates, device=cfg.device)
         return names, enc.encode(names).float().cpu(), f"open_clip {nc.open_clip_model}"
     vocab = nc.vocab_npz
@@ -229,8 +229,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
     """Run (or resume) FEEL in ``cfg.workdir``; returns the ``results.json`` content."""
     workdir = cfg.workdir
     os.makedirs(workdir, exist_ok=True)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=log)
     device = torch.device(cfg.device)
     _, _, nmi = _eval_tools()
     t0 = time.time()
