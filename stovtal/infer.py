@@ -22,17 +22,18 @@ import os
 import sys
 
 from stovtal.config import Config, load, load_config, validate
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
     build_dataset,
     build_loader,
     build_vocabulary,
-    resolve_data,
     subset_database,
 )
 from stovtal.engine.checkpoint import load_model
-from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
+from stovtal.engine.run import evaluate_on_test, localizer_from_file
+from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
 from stovtal.utils.threads import apply_threads
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if not any(info.get("annotations") for info in db.values()):
             raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
         results = evaluate_on_test(cfg, spec, model, subset=subset, classifier=classifier)
-        print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
+        assert results is not None  # one process
+        print(format_results_table({os.path.basename(args.ckpt): results}, list(cfg.eval.tiou_thresholds)))
         if args.eval_json:
             atomic_write_json(args.eval_json, results, indent=1)
     return 0

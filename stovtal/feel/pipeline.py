@@ -135,11 +135,10 @@ def _naming_vocabulary(cfg: FeelConfig, data: FeelData) -> tuple[list[str], torc
     """(names, text embeddings [V, E], source) for cluster naming, or None when disabled."""
     nc = cfg.naming
     if nc.open_clip_model:
+        from stovtal.data.resolve import vocabulary_names
         from stovtal.models.text_encoders import OpenClipTextEncoder
 
-        from .data import _classes
-
-        names = _classes(nc.vocabulary) if nc.vocabulary else list(data.classes)
+        names = vocabulary_names(nc.vocabulary) if nc.vocabulary else list(data.classes)
         enc = OpenClipTextEncoder(nc.open_clip_model, nc.open_clip_checkpoint, nc.templates, device=cfg.device)
         return names, enc.encode(names).float().cpu(), f"open_clip {nc.open_clip_model}"
     vocab = nc.vocab_npz

@@ -17,7 +17,7 @@ def test_exported_model_through_infer_matches_the_eval_stage(tiny_run, tmp_path,
     ckpt = ctx.path("base", "model.pt") if which == "base" else ctx.path("retrain", f"n{n}", "teacher.pt")
     state = load_checkpoint(ckpt)
     assert state["format"] == MODEL_FORMAT and state["kind"] == "localizer"
-    assert state["model_config"]["input_dim"] == ctx.data.feat_dim
+    assert state["model_config"]["input_dim"] == ctx.data.spec.feat_dim
     pred, metrics = tmp_path / "pred.json", tmp_path / "eval.json"
     assert infer.main(["--ckpt", ckpt, "--out", str(pred), "--eval", "--eval-json", str(metrics),
                        "--device", "cpu"]) == 0
@@ -27,7 +27,7 @@ def test_exported_model_through_infer_matches_the_eval_stage(tiny_run, tmp_path,
         assert got[key]["mAP"] == want[key]["mAP"], key  # the same predictions, bit for bit
         assert got[key]["average_mAP"] == want[key]["average_mAP"], key
     preds = read_json(str(pred))["results"]
-    test_ids = {v for v, i in ctx.data.annotations.items() if i.get("subset") == ctx.data.test_subset}
+    test_ids = {v for v, i in ctx.data.annotations.items() if i.get("subset") == ctx.data.spec.test_subset}
     assert set(preds) == test_ids
     assert any(preds.values())
 
