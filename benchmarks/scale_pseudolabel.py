@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import stovtal  # noqa: F401
     from stovtal.data.synthetic import SyntheticConfig, SyntheticWorld
-    from stovtal.engine import distributed as D
     from stovtal.engine import load_checkpoint
     from stovtal.models import ActionLocalizer, LocalizerConfig
     from stovtal.selftrain.config import PseudoLabelConfig, SelfTrainConfig
-    from stovtal.selftrain.distributed import pseudo_label_distributed
+    from stovtal.selftrain.pseudolabel import pseudo_label_distributed
+    from stovtal.utils import distributed as D
     from stovtal.utils.shards import parse_shard_spec
 
     job, num_jobs = parse_shard_spec(args.shard)

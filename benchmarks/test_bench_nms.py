@@ -11,8 +11,10 @@ Groups (one table each, so the ratio is read off directly):
   with score voting; ``extra_info["videos_per_s"]``;
 - scaling with N (2,000 / 10,000 / 100,000) on two distributions: "uniform"
   (centres uniform in [0, 2304], lengths log-uniform in [1, 576], scores
-  uniform: the ops-speed issue's inputs) and "localizer" (make_candidates:
-  jittered copies of a few actions plus background). One group per
+  uniform: the ops-speed issue's inputs) and "localizer" (base_model_candidates:
+  the statistics of the synthetic world's base localizer's pre-NMS candidates,
+  about 2 per feature step, mostly short low-scoring ones plus clusters around
+  each action). One group per
   (case, distribution, N): hard NMS without labels vs torchvision ``nms``,
   with 20 labels vs ``batched_nms``, gaussian soft-NMS vs torchvision's hard
   ``nms`` (the yardstick of the issue's target), soft-NMS with voting and
@@ -31,7 +33,7 @@ import torch
 from stovtal.ops import reference, soft_nms, temporal_nms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _candidates import make_candidates  # noqa: E402
+from _candidates import base_model_candidates, make_candidates  # noqa: E402
 
 N = 2000
 NUM_LABELS = 20
@@ -220,7 +222,7 @@ _scale_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, torch.Tens
 def scale_candidates(distribution: str, n: int):
     key = (distribution, n)
     if key not in _scale_cache:
-        make = uniform_candidates if distribution == "uniform" else make_candidates
+        make = uniform_candidates if distribution == "uniform" else base_model_candidates
         _scale_cache[key] = make(7, n)
     return _scale_cache[key]
 

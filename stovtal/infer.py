@@ -21,22 +21,22 @@ import argparse
 import os
 import sys
 
-import torch
-
 from stovtal.config import Config, load, load_config, validate
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import classify_segments, predict_segments, resolve_device
 from stovtal.engine.adapter import classifier_from_checkpoint
 from stovtal.engine.builders import (
     build_dataset,
     build_loader,
     build_vocabulary,
-    resolve_data,
     subset_database,
 )
 from stovtal.engine.checkpoint import load_model
-from stovtal.engine.run import evaluate_on_test, format_results_table, localizer_from_file
+from stovtal.engine.run import evaluate_on_test, localizer_from_file
+from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.ckpt}: the checkpoint carries no run config; pass --config")
         cfg = load(Config, None, args.overrides, stored=mf.meta["run_config"])
         validate(cfg)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=lambda s: print(s, file=sys.stderr))
     device = resolve_device(args.device)
     spec = resolve_data(cfg.data)
     subset = spec.test_subset if args.subset is None else args.subset
@@ -115,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if not any(info.get("annotations") for info in db.values()):
             raise ValueError(f"subset {subset!r} has no ground truth to evaluate")
         results = evaluate_on_test(cfg, spec, model, subset=subset, classifier=classifier)
-        print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
+        assert results is not None  # one process
+        print(format_results_table({os.path.basename(args.ckpt): results}, list(cfg.eval.tiou_thresholds)))
         if args.eval_json:
             atomic_write_json(args.eval_json, results, indent=1)
     return 0

@@ -21,29 +21,19 @@ import os
 import sys
 import time
 
-import torch
-
 from stovtal.config import load_config, to_dict, to_yaml
 from stovtal.data import collate_videos
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
-from stovtal.engine.builders import (
-    build_dataset,
-    build_loader,
-    build_localizer,
-    class_agnostic_map,
-    resolve_data,
-    subset_database,
-)
+from stovtal.engine.builders import build_dataset, build_loader, build_localizer, subset_database
+from stovtal.engine.evaluation import class_agnostic_map
 from stovtal.engine.layout import TrainLayout
-from stovtal.engine.run import (
-    base_training_annotations,
-    evaluate_on_test,
-    format_results_table,
-    load_localizer,
-)
+from stovtal.engine.run import base_training_annotations, evaluate_on_test, load_localizer
+from stovtal.eval.table import format_results_table
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.workdir_lock import job_lock
 
     args = build_parser().parse_args(argv)
@@ -82,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
 
     if args.workdir:
         cfg.workdir = args.workdir
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=(lambda s: print(s, file=sys.stderr)) if main_process else None)
     os.makedirs(cfg.workdir, exist_ok=True)
     if main_process:
         with open(TrainLayout(cfg.workdir).config, "w", encoding="utf-8") as f:
@@ -127,15 +116,17 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
     trainer.fit(resume=args.resume)
     train_time = time.time() - t0
     print(f"training time {train_time:.1f} s (this invocation)", file=sys.stderr)
-    if args.no_eval or not spec.test_subset or not main_process:  # rank 0 evaluates
+    if args.no_eval or not spec.test_subset:
         return 0
     best = load_localizer(cfg, spec, trainer.best_path, "ema", trainer.device)
-    results = evaluate_on_test(cfg, spec, best, classifier=classifier)
+    results = evaluate_on_test(cfg, spec, best, classifier=classifier)  # every rank predicts a share
+    if results is None:  # rank 0 has the results
+        return 0
     results["train_time_s"] = train_time
     if adapter_stats is not None:
         results["adapter"] = adapter_stats
     atomic_write_json(TrainLayout(cfg.workdir).eval, results, indent=1)
-    print(format_results_table(results, list(cfg.eval.tiou_thresholds)))
+    print(format_results_table({"best": results}, list(cfg.eval.tiou_thresholds)))
     return 0
 
 

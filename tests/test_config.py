@@ -94,6 +94,12 @@ def test_old_feel_yaml_loads_as_the_new_one(tmp_path):
     (FeelConfig, "iterations=0", "iterations"),
     (Config, "data.max_seq_len=0", "data.max_seq_len"),
     (Config, "eval.batch_size=0", "eval.batch_size"),
+    (Config, "data.crop_ratio=[0.9]", "data.crop_ratio"),
+    (Config, "data.crop_ratio=[1.0,0.9]", "data.crop_ratio"),
+    (SelfTrainConfig, "data.crop_ratio=[0,0.5]", "data.crop_ratio"),
+    (SelfTrainConfig, "data.trunc_thresh=0", "data.trunc_thresh"),
+    (Config, "data.trunc_thresh=1.2", "data.trunc_thresh"),
+    (FeelConfig, "data.crop_ratio=[0.9,1.0]", "data.crop_ratio"),
 ])
 def test_validate_names_the_dotted_key(schema, override, key):
     with pytest.raises(ConfigError, match=rf"^{key.replace('.', r'[.]')}: "):

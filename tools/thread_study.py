@@ -6,10 +6,10 @@ in interleaved rounds (so a change of the machine's load hits every setting alik
 setting: wall seconds per epoch, process CPU seconds per wall second (above the useful work when
 idle threads spin), involuntary context switches, and the 1-minute load average at the start.
 
-Settings: ``default`` (torch's own thread count: one per core), ``1`` (one thread), ``passive``
-(torch's count with ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning)
-and ``auto`` (a load-aware count: the CPUs this process may use minus the 1-minute load average,
-rounded, at least 1). ``default``, ``1`` and ``auto`` keep the OpenMP runtime's own wait policy.
+Settings: ``default`` (torch's own thread count: one per core, ``num_threads=0``), ``1`` (one
+thread), ``passive`` (torch's count with ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep
+instead of spinning) and ``auto`` (stovtal's default ``num_threads=auto``: the free cores, see
+``stovtal.utils.threads``). Only ``passive`` changes the OpenMP runtime's wait policy.
 
 Usage: ``python tools/thread_study.py --workdir /tmp/ts --rounds 3 --epochs 2``
 """
@@ -28,12 +28,6 @@ import time
 SETTINGS = ("default", "1", "passive", "auto")
 
 
-def load_aware_threads() -> int:
-    """``len(sched_getaffinity) - loadavg(1 min)``, rounded, within ``[1, cpus]``."""
-    cpus = len(os.sched_getaffinity(0))
-    return int(min(cpus, max(1, round(cpus - os.getloadavg()[0]))))
-
-
 def worker(workdir: str, setting: str, epochs: int) -> dict[str, float]:
     import torch  # first: the OpenMP runtime reads OMP_WAIT_POLICY as the environment has it
 
@@ -42,11 +36,8 @@ def worker(workdir: str, setting: str, epochs: int) -> dict[str, float]:
     from stovtal.selftrain.config import SelfTrainConfig
     from stovtal.selftrain.stages import make_context
 
-    if setting == "1":
-        torch.set_num_threads(1)
-    elif setting == "auto":
-        torch.set_num_threads(load_aware_threads())
-    cfg = SelfTrainConfig(progress=False)
+    threads = {"default": 0, "1": 1, "passive": 0, "auto": "auto"}[setting]
+    cfg = SelfTrainConfig(progress=False, num_threads=threads)  # applied by make_context
     cfg.data.world = {"num_train": 24, "num_web": 2, "num_test": 2}
     ctx = make_context(cfg, workdir, log=lambda s: None)
     tcfg = ctx.train_config()

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -28,6 +29,9 @@
 
 #include "nms.h"
 #include "nms_common.h"
+#include "nms_heap.h"
+#include "nms_simd.h"
+#include "nms_sort.h"
 
 namespace stovtal {
 namespace {
@@ -82,17 +86,16 @@ void load_values(const at::Tensor& segments, const at::Tensor& scores, bool fini
   }
 }
 
-// Sorts candidate indices with `before` and lays out the SoA arrays in that
-// order; groups are maximal runs of equal labels (one group without labels).
-template <typename acc_t, typename Before>
+// Lays out the SoA arrays in processing order `order` (a permutation of the
+// input indices, grouped by label when `labels` is given); groups are maximal
+// runs of equal labels (one group without labels).
+template <typename acc_t>
 Candidates<acc_t> arrange(const std::vector<acc_t>& start, const std::vector<acc_t>& end,
                           const std::vector<acc_t>& score, const int64_t* labels,
-                          const Before& before) {
+                          std::vector<int64_t> order) {
   const int64_t n = static_cast<int64_t>(start.size());
   Candidates<acc_t> c;
-  c.order.resize(n);
-  std::iota(c.order.begin(), c.order.end(), int64_t{0});
-  std::sort(c.order.begin(), c.order.end(), before);
+  c.order = std::move(order);
   c.start.resize(n);
   c.end.resize(n);
   c.length.resize(n);
@@ -108,6 +111,16 @@ Candidates<acc_t> arrange(const std::vector<acc_t>& start, const std::vector<acc
   }
   c.group_begin.push_back(n);
   return c;
+}
+
+// The input indices 0..n-1 stably sorted by label (unchanged without labels).
+std::vector<int64_t> label_order(int64_t n, const int64_t* labels) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (labels != nullptr) {
+    stable_radix_sort(order, [&](int64_t i) { return ascending_key(labels[i]); });
+  }
+  return order;
 }
 
 at::Tensor labels_as_int64(const std::optional<at::Tensor>& labels) {
@@ -136,9 +149,36 @@ inline double min_length_ratio(double threshold) {
   return threshold >= 1e-30 ? threshold / (1.0 + kRatioMargin) : 0.0;
 }
 
+// The first element of the ascending array [first, first + count) that is
+// not below x (std::lower_bound), by a binary search whose steps are selects
+// rather than branches.
+template <typename T>
+const T* first_not_below(const T* first, int64_t count, T x) {
+  if (count <= 0) return first;
+  while (count > 1) {
+    const int64_t half = count / 2;
+    first = first[half] < x ? first + half : first;
+    count -= half;
+  }
+  return first + (*first < x ? 1 : 0);
+}
+
+// The biased exponent field of a positive finite float or double: lengths
+// with the same field differ by less than a factor 2 (subnormals share 0).
+template <typename T>
+int32_t exponent_field(T x) {
+  radix_key_t<T> bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return static_cast<int32_t>(bits >> (std::is_same_v<T, float> ? 23 : 52));
+}
+
+// Classes with fewer slots than this have no start lookup table.
+constexpr int64_t kTableMinSlots = 256;
+
 // Candidates of one group whose length is positive and finite, as slots
 // sorted by (length class, start): class = binary exponent of the length, so
-// lengths within a class differ by less than a factor 2. A query for the
+// lengths within a class differ by less than a factor 2 (all subnormal
+// lengths form one class). A query for the
 // candidates of class c that overlap [bs, be] reads the slots whose start lies
 // in [bs - reach_c, be), reach_c being just above the longest length of the
 // class: an overlapping candidate has ke > bs and fl(ke - ks) <= lmax, hence
@@ -152,7 +192,13 @@ struct IntervalIndex {
   struct Class {
     int64_t begin = 0, count = 0, dead = 0;
     acc_t lmin = 0, lmax = 0, reach = 0;
+    // Start lookup table (see window_begin): buckets [table, table + buckets)
+    // of `bucket`, at most `capacity` of them; bucket k holds the first slot
+    // whose start is >= t0 + k * width.
+    int64_t table = 0, capacity = 0, buckets = 0;
+    double t0 = 0, width = 0, inv_width = 0;
   };
+  std::vector<int64_t> bucket;
   std::vector<acc_t> s, e, l, score;  // per slot
   std::vector<int64_t> pos;           // per slot: position in the group
   std::vector<uint8_t> alive;         // per slot
@@ -165,19 +211,20 @@ struct IntervalIndex {
                 int64_t n) {
     slot_of.assign(n, -1);
     class_of.assign(n, -1);
-    std::vector<std::pair<int, int64_t>> keyed;  // (class, position)
+    // Positions with positive finite length, sorted by (class, start,
+    // position): two stable sorts of the ascending positions.
+    std::vector<int64_t> keyed;
+    std::vector<int32_t> exponent_of(n);
     keyed.reserve(n);
     for (int64_t p = 0; p < n; ++p) {
       if (length[p] > acc_t(0) && std::isfinite(length[p])) {
-        int exponent = 0;
-        std::frexp(length[p], &exponent);
-        keyed.emplace_back(exponent, p);
+        exponent_of[p] = exponent_field(length[p]);
+        keyed.push_back(p);
       }
     }
-    std::sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
-      if (a.first != b.first) return a.first < b.first;
-      if (start[a.second] != start[b.second]) return start[a.second] < start[b.second];
-      return a.second < b.second;
+    stable_radix_sort(keyed, [&](int64_t p) { return ascending_key(start[p]); });
+    stable_radix_sort(keyed, [&](int64_t p) {
+      return static_cast<uint32_t>(exponent_of[p]);
     });
     const int64_t m = static_cast<int64_t>(keyed.size());
     s.resize(m);
@@ -187,14 +234,14 @@ struct IntervalIndex {
     alive.assign(m, 1);
     if (sc != nullptr) score.resize(m);
     for (int64_t i = 0; i < m; ++i) {
-      const int64_t p = keyed[i].second;
+      const int64_t p = keyed[i];
       s[i] = start[p];
       e[i] = end[p];
       l[i] = length[p];
       pos[i] = p;
       if (sc != nullptr) score[i] = sc[p];
       slot_of[p] = i;
-      if (i == 0 || keyed[i].first != keyed[i - 1].first) {
+      if (i == 0 || exponent_of[p] != exponent_of[keyed[i - 1]]) {
         classes.emplace_back();
         classes.back().begin = i;
         classes.back().lmin = l[i];
@@ -206,30 +253,83 @@ struct IntervalIndex {
       c.lmin = std::min(c.lmin, l[i]);
       c.lmax = std::max(c.lmax, l[i]);
     }
+    int64_t table_size = 0;
     for (Class& c : classes) {
       c.reach = std::nextafter(c.lmax, std::numeric_limits<acc_t>::infinity());
+      c.table = table_size;
+      c.capacity = c.count;
+      table_size += c.capacity;
     }
+    bucket.resize(table_size);
+    for (Class& c : classes) build_table(c);
   }
 
-  // Whether class c can hold a length whose ratio to `length` is >= `ratio`.
-  bool compatible(const Class& c, acc_t length, double ratio) const {
-    if (ratio <= 0) return true;
+  // Bucket k's lower bound on starts (the same expression for building and
+  // reading the table).
+  static double bucket_start(const Class& c, int64_t k) {
+    return c.t0 + static_cast<double>(k) * c.width;
+  }
+
+  // Splits the starts of class c, [t0, last start], into equal buckets (one
+  // per slot) and records each bucket's first slot. Small classes are left
+  // to the binary search.
+  void build_table(Class& c) {
+    c.buckets = 0;
+    if (c.count < kTableMinSlots) return;
+    c.t0 = static_cast<double>(s[c.begin]);
+    const int64_t nb = std::min(c.capacity, c.count);
+    c.width = (static_cast<double>(s[c.begin + c.count - 1]) - c.t0) / static_cast<double>(nb);
+    if (!(c.width > 0) || !std::isfinite(c.width)) return;  // one start: binary search
+    c.inv_width = 1.0 / c.width;
+    int64_t i = c.begin;
+    const int64_t stop = c.begin + c.count;
+    for (int64_t k = 0; k < nb; ++k) {
+      const double lower = bucket_start(c, k);
+      while (i < stop && static_cast<double>(s[i]) < lower) ++i;
+      bucket[c.table + k] = i;
+    }
+    c.buckets = nb;
+  }
+
+  // The lengths whose ratio to `length` is >= `ratio`: [lo, hi] (all when
+  // ratio <= 0).
+  struct LengthRange {
+    bool all;
+    double lo, hi;
+  };
+  static LengthRange length_range(acc_t length, double ratio) {
     const double len = static_cast<double>(length);
-    return static_cast<double>(c.lmax) >= len * ratio && static_cast<double>(c.lmin) <= len / ratio;
+    return ratio <= 0 ? LengthRange{true, 0, 0} : LengthRange{false, len * ratio, len / ratio};
   }
 
-  // First slot of class c whose start is >= bs - reach.
+  // Whether class c can hold a length in range r.
+  static bool compatible(const Class& c, const LengthRange& r) {
+    return r.all || (static_cast<double>(c.lmax) >= r.lo && static_cast<double>(c.lmin) <= r.hi);
+  }
+
+  // First slot of class c whose start is >= x = fl(bs - reach). With a
+  // table: k is the bucket with bucket_start(k) <= x < bucket_start(k + 1)
+  // (estimated from (x - t0) / width, then corrected with the exact bucket
+  // starts), so every slot before bucket[k] starts below x and bucket[k + 1]
+  // starts above it; a binary search between them finishes.
   int64_t window_begin(const Class& c, acc_t bs) const {
-    const acc_t* first = s.data() + c.begin;
-    return std::lower_bound(first, first + c.count, static_cast<acc_t>(bs - c.reach)) - s.data();
+    const acc_t x = static_cast<acc_t>(bs - c.reach);
+    if (c.buckets == 0) return first_not_below(s.data() + c.begin, c.count, x) - s.data();
+    const double xd = static_cast<double>(x);
+    if (!(xd > c.t0)) return c.begin;  // every start is >= t0 >= x
+    const double estimate = (xd - c.t0) * c.inv_width;
+    int64_t k = estimate >= static_cast<double>(c.buckets - 1) ? c.buckets - 1 : static_cast<int64_t>(estimate);
+    while (k > 0 && bucket_start(c, k) > xd) --k;
+    while (k + 1 < c.buckets && bucket_start(c, k + 1) <= xd) ++k;
+    const int64_t lo = bucket[c.table + k];
+    const int64_t hi = k + 1 < c.buckets ? bucket[c.table + k + 1] : c.begin + c.count;
+    return first_not_below(s.data() + lo, hi - lo, x) - s.data();
   }
 
   // Slots [first, last) of class c whose start is in [bs - reach, be).
   std::pair<int64_t, int64_t> window(const Class& c, acc_t bs, acc_t be) const {
-    const acc_t* first = s.data() + c.begin;
-    const acc_t* last = first + c.count;
-    const acc_t* a = std::lower_bound(first, last, static_cast<acc_t>(bs - c.reach));
-    const acc_t* b = std::lower_bound(a, last, be);
+    const acc_t* a = s.data() + window_begin(c, bs);
+    const acc_t* b = first_not_below(a, c.begin + c.count - (a - s.data()), be);
     return {a - s.data(), b - s.data()};
   }
 
@@ -261,6 +361,7 @@ struct IntervalIndex {
     }
     c.count = w - c.begin;
     c.dead = 0;
+    build_table(c);
   }
 };
 
@@ -322,15 +423,16 @@ int64_t hard_nms_group_indexed(const acc_t* s, const acc_t* e, const acc_t* l, i
   const auto suppress = [&](int64_t k) {
     const acc_t bs = s[k], be = e[k], bl = l[k];
     if (!(bl > acc_t(0))) return;  // zero length: IoU 0 with everything
+    const auto range = index.length_range(bl, ratio);
     for (auto& cls : index.classes) {
-      if (!index.compatible(cls, bl, ratio)) continue;
-      const auto [first, last] = index.window(cls, bs, be);
+      if (!index.compatible(cls, range)) continue;
       const acc_t* ws = index.s.data();
       const acc_t* we = index.e.data();
       const acc_t* wl = index.l.data();
       uint8_t* alive = index.alive.data();
       int64_t killed = 0;
-      for (int64_t i = first; i < last; ++i) {
+      const int64_t stop = cls.begin + cls.count;
+      for (int64_t i = index.window_begin(cls, bs); i < stop && ws[i] < be; ++i) {
         const bool hit =
             alive[i] && nms_suppresses(segment_iou_with_lengths(ws[i], we[i], wl[i], bs, be, bl), thr);
         if (hit) {
@@ -365,12 +467,16 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   std::vector<acc_t> start, end, score;
   load_values<scalar_t, acc_t>(segments, scores, /*finite_scores=*/false, "temporal_nms", start,
                                end, score);
-  // Within a label: descending score, ties by lower index.
-  const auto before = [&](int64_t a, int64_t b) {
-    if (labels != nullptr && labels[a] != labels[b]) return labels[a] < labels[b];
-    return score_before(score[a], a, score[b], b);
-  };
-  Candidates<acc_t> c = arrange(start, end, score, labels, before);
+  // By label, then descending score, ties by lower index.
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  stable_radix_sort(order, [&](int64_t i) { return ~ascending_key(score[i]); });
+  std::vector<int64_t> by_score;  // the output order, across labels
+  if (labels != nullptr) {
+    by_score = order;
+    stable_radix_sort(order, [&](int64_t i) { return ascending_key(labels[i]); });
+  }
+  Candidates<acc_t> c = arrange(start, end, score, labels, std::move(order));
   const acc_t thr = static_cast<acc_t>(iou_threshold_d);
   const int64_t num_groups = static_cast<int64_t>(c.group_begin.size()) - 1;
 
@@ -394,12 +500,16 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
 
   std::vector<int64_t> kept;
   kept.reserve(n);
-  for (int64_t g = 0; g < num_groups; ++g) {
-    for (int64_t q = 0; q < kept_count[g]; ++q) kept.push_back(c.order[kept_pos[c.group_begin[g] + q]]);
-  }
-  if (num_groups > 1) {
-    std::sort(kept.begin(), kept.end(),
-              [&](int64_t a, int64_t b) { return score_before(score[a], a, score[b], b); });
+  if (num_groups == 1) {
+    for (int64_t q = 0; q < kept_count[0]; ++q) kept.push_back(c.order[kept_pos[q]]);
+  } else {  // the kept ones of every group, in by_score's order
+    std::vector<uint8_t> is_kept(n, 0);
+    for (int64_t g = 0; g < num_groups; ++g) {
+      for (int64_t q = 0; q < kept_count[g]; ++q) is_kept[c.order[kept_pos[c.group_begin[g] + q]]] = 1;
+    }
+    for (const int64_t i : by_score) {
+      if (is_kept[i]) kept.push_back(i);
+    }
   }
   int64_t k = static_cast<int64_t>(kept.size());
   if (max_keep > 0) k = std::min(k, max_keep);
@@ -512,42 +622,49 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
     const int64_t slot = index.slot_of[p];
     return slot >= 0 ? index.score[slot] : score[p];
   };
-  struct Entry {
-    acc_t score;
-    int64_t pos;
-  };
-  const auto later = [](const Entry& a, const Entry& b) {
-    return score_before(b.score, b.pos, a.score, a.pos);
-  };
-  std::vector<Entry> heap(m);
-  for (int64_t p = 0; p < m; ++p) heap[p] = {score[p], p};
-  std::make_heap(heap.begin(), heap.end(), later);
-  const auto push = [&](acc_t sc, int64_t p) {
-    heap.push_back({sc, p});
-    std::push_heap(heap.begin(), heap.end(), later);
-  };
+  using Heap = ScoreHeap<acc_t>;
+  TORCH_CHECK(static_cast<uint64_t>(m) < Heap::kPosMask, "soft_nms: too many candidates of one label (",
+              m, ")");
+  std::vector<typename Heap::Key> keys(m);
+  for (int64_t p = 0; p < m; ++p) keys[p] = Heap::pack(score[p], p);
+  Heap heap(std::move(keys));
   const auto drop = [&](int64_t p) {
     live[p] = 0;
     const int64_t slot = index.slot_of[p];
     if (slot >= 0) index.kill(slot, index.classes[index.class_of[p]]);
   };
 
-  std::vector<int64_t> hit_slot;
-  std::vector<acc_t> hit_iou, hit_weight;
+  // Hits of one selection (at most one per slot): slot, IoU, weight.
+  const int64_t slots = static_cast<int64_t>(index.s.size());
+  std::vector<int32_t> hit_slot(slots);
+  std::vector<acc_t> hit_iou(slots), hit_weight(slots);
+  // The AVX-512 loops (float32; slot indices in int32) give the scalar bits.
+  bool simd = false;
+  if constexpr (std::is_same_v<acc_t, float>) {
+    simd = slots < std::numeric_limits<int32_t>::max() && nms_use_avx512();
+  }
   int64_t count = 0;
   while (prm.max_keep <= 0 || count < prm.max_keep) {
     int64_t best = -1;
     while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), later);
-      const Entry top = heap.back();
-      heap.pop_back();
-      if (!live[top.pos]) continue;
-      const acc_t now = current(top.pos);
-      if (now == top.score) {
-        best = top.pos;
+      const auto top = heap.top();
+      const int64_t p = Heap::pos_of(top);
+      if (!live[p]) {
+        heap.pop();
+        continue;
+      }
+      const auto now = ascending_key(current(p));
+      const auto queued = Heap::score_key(top);
+      if (now == queued) {  // the same score (-0 and +0 share a key, as they compare equal)
+        best = p;
+        heap.pop();
         break;
       }
-      if (now < top.score) push(now, top.pos);  // else a higher entry of it is queued
+      if (now < queued) {
+        heap.replace_top(Heap::pack(current(p), p));  // stale: queue it with its current score
+      } else {
+        heap.pop();  // a higher entry of it is queued
+      }
     }
     if (best < 0) break;
     sel_pos[count] = best;
@@ -560,27 +677,41 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
       // Three passes so that the weights (the costly part) are computed in a
       // loop of independent iterations: the overlapping live slots of every
       // class and their IoUs, their weights, then the decay.
-      hit_slot.clear();
-      hit_iou.clear();
+      int64_t hits = 0;
+      const auto range = index.length_range(bl, ratio);
       for (const auto& cls : index.classes) {
-        if (!index.compatible(cls, bl, ratio)) continue;
+        if (!index.compatible(cls, range)) continue;
         const int64_t first = index.window_begin(cls, bs);
         const int64_t stop = cls.begin + cls.count;
+#ifdef STOVTAL_NMS_AVX512
+        if constexpr (std::is_same_v<acc_t, float>) {
+          if (simd) {
+            hits += overlapping_slots_avx512(index.s.data(), index.e.data(), index.l.data(),
+                                             index.alive.data(), first, stop, bs, be, bl,
+                                             hit_slot.data() + hits, hit_iou.data() + hits);
+            continue;
+          }
+        }
+#endif
         for (int64_t i = first; i < stop && index.s[i] < be; ++i) {
           if (!index.alive[i]) continue;
           const acc_t rs = index.s[i], re = index.e[i];
           if (!(std::min(be, re) - std::max(bs, rs) > acc_t(0))) continue;
-          hit_slot.push_back(i);
-          hit_iou.push_back(segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]));
+          hit_slot[hits] = static_cast<int32_t>(i);
+          hit_iou[hits] = segment_iou_with_lengths(bs, be, bl, rs, re, index.l[i]);
+          ++hits;
         }
       }
-      const int64_t hits = static_cast<int64_t>(hit_slot.size());
-      hit_weight.resize(hits);
       if (prm.method == kSoftNmsGaussian) {
         const acc_t sigma = prm.sigma;
         const acc_t* iou = hit_iou.data();
         acc_t* weight = hit_weight.data();
-        for (int64_t h = 0; h < hits; ++h) {
+#ifdef STOVTAL_NMS_AVX512
+        if constexpr (std::is_same_v<acc_t, float>) {
+          if (simd) gaussian_weights_avx512(iou, hits, sigma, weight);
+        }
+#endif
+        for (int64_t h = 0; h < hits && !simd; ++h) {
           // = soft_nms_weight (a hit has inter > 0, so iou > 0 unless it underflows)
           weight[h] = iou[h] > acc_t(0) ? gaussian_weight(iou[h], sigma) : acc_t(1);
         }
@@ -602,7 +733,7 @@ int64_t soft_nms_group_indexed(const acc_t* start, const acc_t* end, const acc_t
           continue;
         }
         index.score[i] = new_score;
-        if (new_score > old_score) push(new_score, index.pos[i]);
+        if (new_score > old_score) heap.push(Heap::pack(new_score, index.pos[i]));
       }
       if (any_drop) {
         for (auto& cls : index.classes) index.maybe_compact(cls);
@@ -632,11 +763,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
                                score);
   // Group by label, input order within a group: the running max-score search
   // then breaks ties towards the lower index by keeping the first maximum.
-  const auto before = [&](int64_t a, int64_t b) {
-    if (labels != nullptr && labels[a] != labels[b]) return labels[a] < labels[b];
-    return a < b;
-  };
-  const Candidates<acc_t> c = arrange(start, end, score, labels, before);
+  const Candidates<acc_t> c = arrange(start, end, score, labels, label_order(n, labels));
   const acc_t thr = static_cast<acc_t>(iou_threshold_d);
   const acc_t sigma = static_cast<acc_t>(sigma_d);
   const acc_t min_score = static_cast<acc_t>(min_score_d);
@@ -728,8 +855,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu_typed(
         const int64_t g0 = c.group_begin[g];
         const IntervalIndex<acc_t>& index = *vote_index[g];
         voters.clear();
+        const auto range = index.length_range(l, vratio);
         for (const auto& cls : index.classes) {
-          if (!index.compatible(cls, l, vratio)) continue;
+          if (!index.compatible(cls, range)) continue;
           const auto [first, last] = index.window(cls, s, e);
           for (int64_t i = first; i < last; ++i) {
             const acc_t iou = segment_iou_with_lengths(s, e, l, index.s[i], index.e[i], index.l[i]);

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from stovtal.utils.fileio import read_json
 
+from .crop import CropRule, crop_window, torch_randint
 from .formats import DataError, FeatureGrid, load_features, validate_annotations
 
 __all__ = ["VideoFeatureDataset", "collate_videos"]
@@ -44,11 +45,14 @@ class VideoFeatureDataset(Dataset):
         subset: keep videos of this subset only (None: all).
         feat_dim: expected D (None: not checked).
         max_seq_len: with ``training=True``, videos longer than this many snippets are randomly
-            cropped to it; shorter ones are returned whole (``collate_videos`` pads).
+            cropped to it; shorter ones are returned whole (``collate_videos`` pads) unless
+            ``crop_ratio`` is set. The crop is ActionFormer's (:mod:`stovtal.data.crop`).
         training: enable the random crop.
-        crop_min_overlap: a segment cut by the crop is kept (clipped) if at least this fraction of
-            its length lies inside the window.
-        crop_trials: random windows tried to find one containing at least one segment.
+        crop_ratio: ``(lo, hi)``, ``0 < lo <= hi <= 1``: videos of at most ``max_seq_len``
+            snippets are also cropped, to a random ``lo..hi`` of their length (None: not).
+        trunc_thresh: a segment cut by the crop is kept (clipped to the window widened by
+            ``grid.offset`` on each side) if at least this fraction of its length lies inside.
+        crop_trials: random windows tried to find one keeping at least one segment.
         require_annotations: drop videos without annotations (e.g. for supervised training).
         on_error: ``"raise"`` or ``"skip"``: bad annotations or a missing/bad feature file (checked
             at construction, header only) raise, or drop the video with a warning.
@@ -58,7 +62,8 @@ class VideoFeatureDataset(Dataset):
     def __init__(self, annotations: str | os.PathLike | Mapping[str, Any], feature_dir: str | os.PathLike,
                  classes: Sequence[str], grid: FeatureGrid, subset: str | None = None,
                  feat_dim: int | None = None, max_seq_len: int | None = None, training: bool = False,
-                 crop_min_overlap: float = 0.5, crop_trials: int = 10,
+                 crop_ratio: Sequence[float] | None = None, trunc_thresh: float = 0.5,
+                 crop_trials: int = 200,
                  require_annotations: bool = False, on_error: str = "raise",
                  generator: torch.Generator | None = None) -> None:
         if isinstance(annotations, Mapping):
@@ -73,12 +78,12 @@ class VideoFeatureDataset(Dataset):
         self.class_index = {c: i for i, c in enumerate(self.classes)}
         self.grid = grid
         self.feat_dim = feat_dim
-        if max_seq_len is not None and max_seq_len < 1:
-            raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
         self.max_seq_len = max_seq_len
         self.training = training
-        self.crop_min_overlap = crop_min_overlap
-        self.crop_trials = crop_trials
+        # the crop settings are checked even when unused (a bad value is a bad value)
+        rule = CropRule(max_seq_len if max_seq_len is not None else 1, crop_ratio, trunc_thresh,
+                        grid.offset, crop_trials)
+        self.crop_rule = rule if max_seq_len is not None else None
         self.generator = generator
         self.video_ids: list[str] = []
         self.infos: list[dict[str, Any]] = []
@@ -108,21 +113,6 @@ class VideoFeatureDataset(Dataset):
         """Grid-unit segments of ``item`` (an output of ``__getitem__``) -> seconds."""
         return self.grid.grid_to_seconds(segments + item["offset_snippets"], item["fps"])
 
-    def _crop_window(self, T: int, segs: np.ndarray) -> int:
-        L = self.max_seq_len
-        assert L is not None
-        start = 0
-        for _ in range(max(1, self.crop_trials)):
-            start = int(torch.randint(0, T - L + 1, (1,), generator=self.generator))
-            if len(segs) == 0 or self._kept(segs, start, start + L).any():
-                break
-        return start
-
-    def _kept(self, segs: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        inter = np.clip(np.minimum(segs[:, 1], hi) - np.maximum(segs[:, 0], lo), 0, None)
-        length = np.maximum(segs[:, 1] - segs[:, 0], 1e-8)
-        return inter / length >= self.crop_min_overlap
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         vid, info = self.video_ids[index], self.infos[index]
         fps = self.fps(index)
@@ -135,14 +125,12 @@ class VideoFeatureDataset(Dataset):
         actionness = (np.array([a["actionness"] for a in anns], dtype=np.float32)
                       if anns and all("actionness" in a for a in anns) else None)
         start, stop = 0, T
-        if self.training and self.max_seq_len is not None and T > self.max_seq_len:
-            start = self._crop_window(T, segs)
-            stop = start + self.max_seq_len
-            keep = self._kept(segs, start, stop)
-            segs = np.clip(segs[keep], start, stop)
-            labels = labels[keep]
+        if self.training and self.crop_rule is not None:
+            crop = crop_window(T, segs, self.crop_rule, torch_randint(self.generator))
+            start, stop, segs = crop.start, crop.stop, crop.segments
+            labels = labels[crop.keep]
             if actionness is not None:
-                actionness = actionness[keep]
+                actionness = actionness[crop.keep]
         window = np.asarray(arr[start:stop], dtype=np.float32)
         if not np.isfinite(window).all():
             raise DataError(f"video {vid!r}: feature file {os.path.join(self.feature_dir, vid + '.npy')}"
@@ -150,7 +138,7 @@ class VideoFeatureDataset(Dataset):
         item: dict[str, Any] = {
             "video_id": vid,
             "feats": torch.from_numpy(np.ascontiguousarray(window.T)),
-            "segments": torch.from_numpy((segs - start).astype(np.float32)).reshape(-1, 2),
+            "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
             "labels": torch.from_numpy(labels),
             "fps": fps,
             "duration": float(info["duration"]),

@@ -145,7 +145,8 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
-from stovtal.utils.fileio import atomic_open, atomic_save_npy, atomic_write_json, read_json
+from stovtal.utils.fileio import atomic_open, atomic_save_npy, read_json
+from stovtal.utils.resume import read_marker, write_marker
 from stovtal.utils.shards import parse_shard_spec
 
 from .formats import FeatureGrid, feature_path, write_annotations
@@ -621,16 +622,20 @@ class SyntheticWorld:
         return v
 
     def is_complete(self, root: str | os.PathLike) -> bool:
-        path = os.path.join(os.fspath(root), "world.json")
-        if not os.path.exists(path):
-            return False
-        meta = read_json(path)
-        config = meta.get("config") if isinstance(meta, dict) else None
-        differ = self._differences(config, ())
-        if differ:
-            raise ValueError(f"{path}: a different synthetic world is already written there "
-                             f"(config differs in {differ}); use another directory")
-        return True
+        """Whether this world is completely written at ``root`` (``world.json``, the completion
+        marker, holds this config); a different world there is an error."""
+        return self._read_world(os.path.join(os.fspath(root), "world.json"), (),
+                                "a different synthetic world is already written there",
+                                "; use another directory") is not None
+
+    def _read_world(self, path: str, ignore: tuple[str, ...], mismatch: str, hint: str = "") -> dict | None:
+        """The ``world.json`` record at ``path`` (None: none) if its config is this one but for the
+        keys ``ignore``; else an error naming the keys that differ."""
+        def differences(meta: dict[str, Any]) -> list[str]:
+            return self._differences(meta.get("config") if isinstance(meta, dict) else None, ignore)
+
+        return read_marker(path, [[]], identity=differences,
+                           mismatch=lambda meta: f"{mismatch} (config differs in {differences(meta)}){hint}")
 
     def _differences(self, config: Any, ignore: tuple[str, ...]) -> list[str]:
         """Config keys in which a written world's ``config`` differs from this one (an old world
@@ -672,7 +677,7 @@ class SyntheticWorld:
         if bar is not None:
             bar.close()
         self._merge_web_shards(root, shards, "web.json", "web_gt.json")
-        atomic_write_json(os.path.join(root, "world.json"), self.describe(), indent=1)
+        write_marker(os.path.join(root, "world.json"), self.describe(), indent=1)
         return root
 
     # ----------------------------------------------------------------- web shards
@@ -708,22 +713,13 @@ class SyntheticWorld:
 
     def _check_root(self, root: str) -> None:
         path = os.path.join(root, "world.json")
-        if not os.path.exists(path):
+        if self._read_world(path, _NOT_GENERATIVE, f"a different synthetic world is written at {root}") is None:
             raise FileNotFoundError(f"{path}: no synthetic world at {root} (write() it first)")
-        meta = read_json(path)
-        config = meta.get("config") if isinstance(meta, dict) else None
-        differ = self._differences(config, _NOT_GENERATIVE)
-        if differ:
-            raise ValueError(f"{path}: a different synthetic world is written at {root} "
-                             f"(config differs in {differ})")
 
     def _shard_done(self, root: str, start: int, stop: int) -> bool:
         web, _ = self.web_shard_files(root, start, stop)
-        if not os.path.exists(web):
-            return False
-        if read_json(web).get("world") != self.identity():
-            raise ValueError(f"{web}: a web shard of a different synthetic world")
-        return True
+        return read_marker(web, [self.identity()], key="world",
+                           mismatch="a web shard of a different synthetic world") is not None
 
     def _write_web_shard(self, root: str, start: int, stop: int, bar: Any = None) -> str:
         web, web_gt = self.web_shard_files(root, start, stop)

@@ -29,10 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from stovtal.config import AdapterTrainConfig, TrainConfig
+from stovtal.data.resolve import DataSpec
 from stovtal.models.classifier import OpenVocabClassifier, Vocabulary
 
 from .batches import TensorBatches
-from .builders import DataSpec, build_classifier, build_dataset, build_loader, build_vocabulary
+from .builders import build_classifier, build_dataset, build_loader, build_vocabulary
 from .trainer import SampleMeanLoss, Trainer, move_to_device, resolve_device
 
 __all__ = [

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from stovtal.config import TrainConfig
+from stovtal.utils import distributed as D
 
-from . import distributed as D
 from .seed import epoch_seed, seed_everything, seed_worker
 
 __all__ = ["EpochBatches", "LoaderBatches", "TensorBatches"]

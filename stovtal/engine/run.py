@@ -9,26 +9,17 @@ from typing import Any
 
 import torch
 
+from stovtal.data.resolve import DataSpec
 from stovtal.models.classifier import OpenVocabClassifier
 from stovtal.models.localizer import ActionLocalizer
 
-from .builders import (
-    DataSpec,
-    build_classifier,
-    build_dataset,
-    build_loader,
-    build_vocabulary,
-    class_agnostic_map,
-    evaluate_open_vocab,
-    subset_database,
-)
+from .builders import build_classifier, build_dataset, build_vocabulary, subset_database
 from .checkpoint import ModelFile, build_model, load_model
-from .inference import predict_segments
+from .evaluation import evaluate_localizer
 
 __all__ = [
     "base_training_annotations",
     "evaluate_on_test",
-    "format_results_table",
     "load_localizer",
     "localizer_from_file",
 ]
@@ -81,15 +72,17 @@ def load_localizer(cfg: Any, spec: DataSpec, ckpt_path: str, which: str = "ema",
 
 
 def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress: bool = True,
-                     subset: str | None = None, classifier: OpenVocabClassifier | None = None) -> dict[str, Any]:
-    """Class-agnostic mAP and CB / CN / GZSL mAP of ``model`` on the test subset.
+                     subset: str | None = None, classifier: OpenVocabClassifier | None = None
+                     ) -> dict[str, Any] | None:
+    """Class-agnostic mAP and CB / CN / GZSL mAP of ``model`` on the test subset
+    (:func:`stovtal.engine.evaluation.evaluate_localizer`; every rank of a distributed run calls
+    it, rank 0 gets the results, the others None).
 
     ``classifier``: e.g. one with a trained adapter (``stovtal.engine.adapter``); default: the
     configured classifier as built (zero-shot).
     """
     subset = spec.test_subset if subset is None else subset
     dataset = build_dataset(spec, subset)
-    loader = build_loader(dataset, cfg.eval.batch_size, cfg.train.num_workers)
     if classifier is None:
         if cfg.classifier.adapter:
             raise ValueError("classifier.adapter=true: pass the classifier with its trained adapter "
@@ -97,35 +90,12 @@ def evaluate_on_test(cfg: Any, spec: DataSpec, model: ActionLocalizer, progress:
         classifier = build_classifier(cfg, spec)
     vocab = build_vocabulary(cfg, spec)
     t0 = time.time()
-    proposals = predict_segments(model, loader, classifier=classifier, progress=progress, desc=f"infer {subset}")
-    db = subset_database(spec, subset)
-    db = {vid: info for vid, info in db.items() if vid in proposals}
-    tious = list(cfg.eval.tiou_thresholds)
-    out = evaluate_open_vocab(proposals, classifier, vocab, db, spec.base, spec.novel, tious)
-    out["class_agnostic"] = class_agnostic_map(proposals, db, tious)
-    out["summary"]["class_agnostic"] = out["class_agnostic"]["average_mAP"]
+    out = evaluate_localizer(model, dataset, subset_database(spec, subset), classifier, vocab, spec.base,
+                             spec.novel, list(cfg.eval.tiou_thresholds), batch_size=cfg.eval.batch_size,
+                             num_workers=cfg.train.num_workers, progress=progress, desc=f"infer {subset}",
+                             class_agnostic=True)
+    if out is None:
+        return None
     out["inference_time_s"] = time.time() - t0
-    out["num_videos"] = len(proposals)
+    out["num_videos"] = len(dataset)
     return out
-
-
-def format_results_table(results: dict[str, Any], tious: list[float]) -> str:
-    """Rows: settings; columns: mAP (%) per tIoU and the average."""
-    rows: list[tuple[str, list[float], float]] = []
-    for key in ("CB", "CN", "GZSL"):
-        r = results.get(key)
-        if r is not None:
-            rows.append((key, r["mAP"], r["average_mAP"]))
-    g = results.get("GZSL")
-    if g is not None:
-        for key, per, avg in (("GZSL base", "base_mAP", "average_base_mAP"), ("GZSL novel", "novel_mAP", "average_novel_mAP")):
-            if g.get(avg) is not None:
-                rows.append((key, g[per], g[avg]))
-    if results.get("class_agnostic") is not None:
-        r = results["class_agnostic"]
-        rows.append(("class-agnostic", r["mAP"], r["average_mAP"]))
-    head = "mAP (%)        " + " ".join(f"{t:>6.2f}" for t in tious) + "    avg"
-    lines = [head, "-" * len(head)]
-    for name, per, avg in rows:
-        lines.append(f"{name:<15}" + " ".join(f"{100 * x:6.2f}" for x in per) + f" {100 * avg:6.2f}")
-    return "\n".join(lines)

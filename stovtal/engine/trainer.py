@@ -10,7 +10,7 @@ iteration, runs counted in epochs or iterations, gradient clipping, an optional 
 weights, AMP on CUDA, atomic ``last.pt`` / ``best.pt`` checkpoints (when given a work
 directory) and an exact resume from ``last.pt`` (with a per-epoch seeded batch source).
 
-Distributed (``torchrun``, see :mod:`stovtal.engine.distributed`): when the batch source is
+Distributed (``torchrun``, see :mod:`stovtal.utils.distributed`): when the batch source is
 shared by W > 1 processes (``LoaderBatches`` under a process group), the model is wrapped in
 ``DistributedDataParallel`` and every rank reads its share of each batch. ``batch_size`` is the
 **global** batch (it must be divisible by W; each rank takes ``batch_size / W`` videos per
@@ -41,8 +41,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from stovtal.config import TrainConfig
+from stovtal.utils import distributed as D
 
-from . import distributed as D
 from .batches import EpochBatches, LoaderBatches
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
@@ -151,7 +151,7 @@ class Trainer:
         evaluate: ``(ema_module) -> dict`` with a ``"score"`` entry (higher is better),
             called every ``cfg.eval_every`` epochs and after the last one; decides ``best.pt``.
             Under DDP it is called on every rank (it may split its work with
-            :func:`stovtal.engine.distributed.rank_indices` / ``gather_dicts``); rank 0's
+            :func:`stovtal.utils.distributed.rank_indices` / ``gather_dicts``); rank 0's
             metrics are the ones used.
         extra_state: JSON-like dict stored in every checkpoint (e.g. the run config).
         hooks: :class:`TrainerHook` s, called in order.

@@ -17,6 +17,7 @@ makes an end < start an error); the ground truth needs no ``duration``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -26,10 +27,12 @@ from stovtal.data.formats import load_annotations, load_predictions
 from stovtal.data.splits import SPLIT_DATASETS, SPLIT_KINDS, class_split
 from stovtal.utils.cli import add_debug_flag, cli_entry
 from stovtal.utils.fileio import atomic_write_json
+from stovtal.utils.threads import add_threads_flag, apply_threads_flag
 
 from .detection import detection_map
 from .openvocab import open_vocab_breakdown
 from .proposals import localization_metrics
+from .table import format_results_table
 
 
 def parse_tious(text: str) -> list[float]:
@@ -43,15 +46,6 @@ def parse_tious(text: str) -> list[float]:
         return [float(x) for x in text.split(",")]
     except ValueError:
         raise ValueError(f"--tiou: expected start:stop:step or a comma list, got {text!r}") from None
-
-
-def _row(name: str, res: dict[str, Any] | None, key: str = "mAP", avg: str = "average_mAP") -> str:
-    if res is None:
-        return f"{name:<12}" + "  (not evaluated)"
-    vals = res[key]
-    cells = "".join(f"{'-' if v is None else f'{100 * v:.2f}':>8}" for v in vals)
-    a = res[avg]
-    return f"{name:<12}{cells}{'-' if a is None else f'{100 * a:.2f}':>9}"
 
 
 @cli_entry
@@ -71,15 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true",
                    help="a prediction with end < start is an error (default: a false positive)")
     p.add_argument("--out", default=None, help="write the result dict as JSON")
+    add_threads_flag(p)
     add_debug_flag(p)
     args = p.parse_args(argv)
+    apply_threads_flag(args)
     tious = parse_tious(args.tiou)
     gt = load_annotations(args.gt, subset=args.subset, require_duration=False)
     if not gt["database"]:
         raise ValueError(f"{args.gt}: no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
     allow = not args.strict
     pred = load_predictions(args.pred, allow_reversed=allow)
-    head = f"{'':<12}" + "".join(f"{t:>8.2f}" for t in tious) + f"{'avg':>9}"
     result: dict[str, Any] = {"tiou_thresholds": tious}
     if args.split:
         if not args.dataset:
@@ -91,19 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                                    strict=args.strict)
         result.update(res, split=split.to_dict())
         print(f"videos: {res['partition']}")
-        print(head)
-        print(_row("CB", res["CB"]))
-        print(_row("CN", res["CN"]))
-        print(_row("GZSL", res["GZSL"]))
-        if res["GZSL"] is not None:
-            print(_row("GZSL base", res["GZSL"], "base_mAP", "average_base_mAP"))
-            print(_row("GZSL novel", res["GZSL"], "novel_mAP", "average_novel_mAP"))
-            print(_row("GZSL HM", res["GZSL"], "harmonic_mAP", "average_harmonic_mAP"))
+        missing = [k for k in ("CB", "CN", "GZSL") if res[k] is None]
+        if missing:
+            print(f"not evaluated (no predictions or no such videos): {', '.join(missing)}")
     else:
         res = detection_map(gt, pred, tious, strict=args.strict)
         result.update(res)
-        print(head)
-        print(_row("mAP", res))
+    print(format_results_table({os.path.basename(args.pred): res}, tious))
     if args.localization:
         loc = localization_metrics(gt, pred)
         result["localization"] = loc

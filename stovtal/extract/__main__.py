@@ -7,6 +7,7 @@ import logging
 import sys
 
 from stovtal.utils.cli import add_debug_flag, cli_entry
+from stovtal.utils.threads import add_threads_flag, apply_threads_flag
 
 from .run import ExtractConfig, extract_features
 
@@ -61,12 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--amp", action="store_true", help="autocast the image tower (fp16 on CUDA, bf16 on CPU)"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op CPU threads (default: torch's choice; 1 is much faster on a busy machine)",
-    )
+    add_threads_flag(p)
     p.add_argument(
         "--backend", choices=("auto", "decord", "pyav"), default="auto", help="video decoder"
     )
@@ -88,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("stovtal").setLevel(logging.INFO)
     import torch
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads_flag(args)
     device = args.device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

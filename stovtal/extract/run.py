@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.distributed import rank_and_world_size
 from ..utils.fileio import atomic_save_npy, atomic_write_json, read_json
 from ..utils.shards import (
     Shard,
@@ -27,7 +28,6 @@ from ..utils.shards import (
     ShardPlan,
     ShardResult,
     parse_shard_spec,
-    rank_and_world_size,
     run_shards,
 )
 from .video import VideoDecodeError, decord_status, open_video

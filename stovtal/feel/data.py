@@ -6,7 +6,6 @@ Ground-truth labels are loaded next to the features only so that NMI and mAP can
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,57 +68,32 @@ def _load_set(annotations: dict[str, Any], feature_dir: str, classes: list[str],
     return VideoSet(ids, feats, durs, fps, gt)
 
 
-def _classes(spec: str) -> list[str]:
-    if os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
-            names = [ln.strip() for ln in f if ln.strip()]
-        if not names:
-            raise ValueError(f"{spec}: no class names")
-        return names
-    from stovtal.data.vocab import load_vocabulary
-
-    return load_vocabulary(spec)
-
-
 def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> FeelData:
-    """Load the user's features (``cfg.annotations`` set) or write/read the synthetic world
-    (``cfg.world``, in ``cfg.world_dir`` or ``<workdir>/world``)."""
-    from stovtal.data.formats import FeatureGrid
+    """FEEL's training and evaluation videos of ``cfg`` (:func:`stovtal.data.resolve.resolve_data`;
+    the synthetic world in ``cfg.world_dir`` or ``<workdir>/world``): the user's ``train_subset``
+    or the world's web videos (with their hidden ground truth), and the ``test_subset``."""
+    from stovtal.data.resolve import resolve_data
     from stovtal.utils.fileio import read_json
 
-    if not cfg.is_synthetic:
-        if not cfg.annotations:
-            raise ValueError("data.annotations is required (or set data.synthetic=true)")
-        ann = read_json(cfg.annotations)
-        if not isinstance(ann, dict) or "database" not in ann:
-            raise ValueError(f"{cfg.annotations}: not an annotation file (no 'database')")
-        classes = _classes(cfg.vocabulary)
-        grid = FeatureGrid(cfg.fps, cfg.feature_stride, cfg.num_frames)
-        train = _load_set(ann, cfg.feature_dir, classes, grid, cfg.train_subset, cfg.feat_dim, progress, "train videos")
-        evl = _load_set(ann, cfg.feature_dir, classes, grid, cfg.test_subset, cfg.feat_dim, progress, "eval videos")
-        return FeelData(train, evl, classes, cfg.feature_stride, cfg.num_frames, None)
-
-    from stovtal.data.synthetic import SyntheticConfig, ensure_world
-
-    root = cfg.world_dir or FeelLayout(workdir).world
     # FEEL clusters target-domain videos without their labels (the paper clusters THUMOS14's own
-    # videos): the world's unlabelled set is drawn like its test videos (web_profile "target")
-    world = {"web_profile": "target", **cfg.world}
-    if world["web_profile"] != "target":
+    # videos): the synthetic world's unlabelled set is drawn like its test videos (web_profile "target")
+    profile = cfg.world.get("web_profile", "target")
+    if cfg.is_synthetic and profile != "target":
         raise ValueError(f"data.world.web_profile: FEEL clusters target-domain videos, so it must be "
-                         f"'target', got {world['web_profile']!r}")
-    try:
-        world_cfg = SyntheticConfig.from_dict(world)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"data.world: {exc}") from None
-    world = ensure_world(root, world_cfg, progress=progress)
-    classes = list(world["classes"])
-    grid = FeatureGrid(float(world["fps"]), int(world["feature_stride"]), int(world["num_frames"]))
-    feat_dir = os.path.join(root, "features")
-    # the unlabelled target-domain videos ("web" files of a web_profile "target" world); their
-    # hidden ground truth is read for NMI / selection analysis only
-    web_gt = read_json(os.path.join(root, "web_gt.json"))
-    train = _load_set(web_gt, feat_dir, classes, grid, "web", None, progress, "web videos")
-    test = read_json(os.path.join(root, "annotations.json"))
-    evl = _load_set(test, feat_dir, classes, grid, "test", None, progress, "test videos")
-    return FeelData(train, evl, classes, grid.feature_stride, grid.num_frames, os.path.join(root, "vocab.npz"))
+                         f"'target', got {profile!r}")
+    spec = resolve_data(cfg, world_dir=FeelLayout(workdir).world, world_defaults={"web_profile": "target"},
+                        split=False, progress=progress)
+    classes, grid = spec.vocabulary, spec.grid
+    ann = read_json(spec.annotation_file)
+    if not isinstance(ann, dict) or "database" not in ann:
+        raise ValueError(f"{spec.annotation_file}: not an annotation file (no 'database')")
+    if spec.world is None:
+        train = _load_set(ann, spec.feature_dir, classes, grid, spec.train_subset, spec.feat_dim, progress,
+                          "train videos")
+    else:  # the unlabelled target-domain videos; their hidden ground truth is read for NMI /
+        # selection analysis only
+        train = _load_set(read_json(spec.unlabelled_gt_file), spec.unlabelled_feature_dir, classes, grid, "web",
+                          spec.feat_dim, progress, "web videos")
+    evl = _load_set(ann, spec.feature_dir, classes, grid, spec.test_subset, spec.feat_dim, progress,
+                    "test videos")
+    return FeelData(train, evl, classes, grid.feature_stride, grid.num_frames, spec.vocab_npz or None)

@@ -5,7 +5,8 @@ used only for NMI (and the analysis numbers in ``details.json``), the evaluation
 ground truth only for mapping clusters to classes (Hungarian) and mAP.
 
 Every finished iteration writes ``ckpt/iter_<t>.pt`` (model + assignment) and then
-``state.json`` (all records so far), both atomically; a rerun in the same work directory
+``state.json`` (all records so far and the config: the completion marker of
+:mod:`stovtal.utils.resume`), both atomically; a rerun in the same work directory
 resumes after the last finished iteration and produces the same results as an uninterrupted run.
 """
 
@@ -25,7 +26,9 @@ import torch.nn.functional as F
 from stovtal.config import to_dict
 from stovtal.engine.checkpoint import load_model, load_weights, save_model
 from stovtal.engine.layout import FeelLayout
-from stovtal.utils.fileio import atomic_open, atomic_write_json, read_json
+from stovtal.utils.fileio import atomic_open, atomic_write_json
+from stovtal.utils.resume import read_marker, write_marker
+from stovtal.utils.threads import apply_threads
 
 from .cci import cci_refine
 from .cola import build_model, forward_videos, predict, train_cola
@@ -132,11 +135,10 @@ def _naming_vocabulary(cfg: FeelConfig, data: FeelData) -> tuple[list[str], torc
     """(names, text embeddings [V, E], source) for cluster naming, or None when disabled."""
     nc = cfg.naming
     if nc.open_clip_model:
+        from stovtal.data.resolve import vocabulary_names
         from stovtal.models.text_encoders import OpenClipTextEncoder
 
-        from .data import _classes
-
-        names = _classes(nc.vocabulary) if nc.vocabulary else list(data.classes)
+        names = vocabulary_names(nc.vocabulary) if nc.vocabulary else list(data.classes)
         enc = OpenClipTextEncoder(nc.open_clip_model, nc.open_clip_checkpoint, nc.templates, device=cfg.device)
         return names, enc.encode(names).float().cpu(), f"open_clip {nc.open_clip_model}"
     vocab = nc.vocab_npz
@@ -227,8 +229,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
     """Run (or resume) FEEL in ``cfg.workdir``; returns the ``results.json`` content."""
     workdir = cfg.workdir
     os.makedirs(workdir, exist_ok=True)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads, log=log)
     device = torch.device(cfg.device)
     _, _, nmi = _eval_tools()
     t0 = time.time()
@@ -247,11 +248,11 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
     fingerprint = _config_fingerprint(cfg)
     records: list[dict[str, Any]] = []
     model = None
-    if os.path.exists(state_path):
-        state = read_json(state_path)
-        if state.get("config") not in (fingerprint, _config_fingerprint_v0(cfg)):
-            raise ValueError(f"{state_path}: this work directory holds a FEEL run with a different "
-                             "config; use another --workdir (or delete it) to start over")
+    accepted = [f for f in (fingerprint, _config_fingerprint_v0(cfg)) if f is not None]
+    state = read_marker(state_path, accepted, key="config",
+                        mismatch="this work directory holds a FEEL run with a different config; use another "
+                                 "--workdir (or delete it) to start over")
+    if state is not None:
         records = state["records"]
         if records:
             mf = load_model(lay.checkpoint(len(records)))
@@ -295,7 +296,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
         })
         atomic_write_json(lay.predictions(it), predictions)
         records.append(rec)
-        atomic_write_json(state_path, {"version": STATE_VERSION, "config": fingerprint, "records": records}, indent=1)
+        write_marker(state_path, {"version": STATE_VERSION, "config": fingerprint, "records": records}, indent=1)
         nm = (f"NMI k-means {rec['nmi_kmeans']:.4f}  after CCI {rec['nmi_cci']:.4f}  "
               if rec["nmi_kmeans"] is not None else "")
         log(f"[feel] iteration {it}/{cfg.iterations}: {nm}selected {rec['selected_fraction']:.3f}  "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -128,7 +129,11 @@ def video_proposals(
     ``[S, 2]`` (seconds), ``scores`` ``[S]``, ``labels`` ``[S]`` int64, in the order made
     (class, CAS thresholds then actionness thresholds, runs in time order).
 
-    Args: as :func:`localize_video`.
+    Args: ``cas`` ``[T, K]``, ``actionness`` ``[T]`` and ``video_scores`` ``[K]`` of the
+    valid snippets; ``fps``, ``stride`` and ``num_frames`` place snippet ``i`` at frames
+    ``i * stride + (num_frames - stride) / 2`` (seconds: / ``fps``), clipped to ``[0,
+    duration]``; ``cfg`` the thresholds and scoring; ``classes`` overrides the class choice
+    (default: the classes with ``video_scores >= cfg.class_threshold``, else the top one).
     """
     cfg = cfg or LocalizeConfig()
     if cas.dim() != 2 or actionness.shape != cas.shape[:1] or video_scores.shape != cas.shape[1:]:
@@ -174,29 +179,19 @@ def video_proposals(
     return {"segments": torch.cat(segs), "scores": torch.cat(scores), "labels": torch.cat(labels)}
 
 
-def localize_video(
-    cas: torch.Tensor,
-    actionness: torch.Tensor,
-    video_scores: torch.Tensor,
-    *,
-    fps: float,
-    stride: float,
-    num_frames: float,
-    duration: float,
-    cfg: LocalizeConfig | None = None,
-    classes: Sequence[int] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Segments of one video from its ``cas`` ``[T, K]``, ``actionness`` ``[T]`` and
-    ``video_scores`` ``[K]`` (valid snippets only). ``classes`` overrides the class choice.
+def localize_video(cas: torch.Tensor, actionness: torch.Tensor, video_scores: torch.Tensor,
+                   **kwargs: Any) -> dict[str, torch.Tensor]:
+    """Segments of one video: the proposals of :func:`video_proposals` (same arguments:
+    ``cas`` ``[T, K]``, ``actionness`` ``[T]``, ``video_scores`` ``[K]`` of the valid snippets,
+    the keyword-only grid, ``cfg`` and ``classes``) after per-class NMS at ``cfg.nms_iou``.
 
     Returns ``segments`` ``[S, 2]`` (seconds), ``scores`` ``[S]``, ``labels`` ``[S]`` int64,
     sorted by descending score, at most ``cfg.max_segments``.
     """
     from stovtal.ops import temporal_nms
 
-    cfg = cfg or LocalizeConfig()
-    p = video_proposals(cas, actionness, video_scores, fps=fps, stride=stride, num_frames=num_frames,
-                        duration=duration, cfg=cfg, classes=classes)
+    cfg = kwargs.get("cfg") or LocalizeConfig()
+    p = video_proposals(cas, actionness, video_scores, **kwargs)
     seg, sc, lab = p["segments"], p["scores"], p["labels"]
     if seg.shape[0] == 0:
         return p

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stovtal.utils import distributed as D
+
 from .blocks import ChannelLayerNorm, MaskedConv1d, TransformerBlock, sinusoid_encoding
 from .heads import ActionnessHead, RegressionHead
 from .losses import diou_loss_1d, sigmoid_focal_loss
@@ -195,13 +197,7 @@ class LocalizerOutput:
 
 def _global_count(num_pos: Tensor) -> tuple[Tensor, int]:
     """(positive count summed over the ranks of the default process group, world size)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return num_pos, 1
-    total = num_pos.detach().clone()
-    dist.all_reduce(total)
-    return total, dist.get_world_size()
+    return D.sum_over_ranks(num_pos), D.get_world_size()
 
 
 class ActionLocalizer(nn.Module):

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         return 0
 
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.fileio import atomic_open
     from stovtal.utils.workdir_lock import job_lock
 

@@ -28,12 +28,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
 
 from .config import PseudoLabelConfig
 from .filtering import select_pseudo_labels
 
-__all__ = ["UnlabelledSet", "label_videos", "pseudo_label", "select_from_config"]
+__all__ = ["UnlabelledSet", "label_videos", "pseudo_label", "pseudo_label_distributed", "select_from_config"]
 
 PSEUDO_FILE = "pseudo_labels.json"
 
@@ -156,6 +157,33 @@ def pseudo_label(model: nn.Module, unlabelled: UnlabelledSet, video_ids: Sequenc
     db["info"] = _stats(db, candidates, cfg)
     atomic_write_json(final, db)
     return db
+
+def pseudo_label_distributed(model: nn.Module, unlabelled: UnlabelledSet, video_ids: Sequence[str],
+                             out_dir: str | os.PathLike, cfg: PseudoLabelConfig, *,
+                             device: torch.device | str = "cpu", progress: bool = False,
+                             job: int = 0, num_jobs: int = 1, desc: str = "pseudo-label") -> dict[str, Any] | None:
+    """:func:`pseudo_label` over all ranks of this job (one process: :func:`pseudo_label` itself).
+
+    Called by every rank: each labels its own shards (and writes their outputs and manifest
+    records); after a barrier rank 0 merges them into ``pseudo_labels.json``. A rank that dies
+    loses at most its shard in flight; a re-run (any number of ranks or jobs) does only the shards
+    without a record. Returns the pseudo-label database on every rank once all shards of the
+    plan (of all jobs) are finished, else None (other jobs still have pending shards).
+    """
+    rank, world = D.get_rank(), D.get_world_size()
+    kwargs = dict(device=device, job=job, num_jobs=num_jobs, rank=rank, world_size=world, desc=desc)
+    db = pseudo_label(model, unlabelled, video_ids, out_dir, cfg, progress=progress and rank == 0, **kwargs)
+    if world == 1:
+        return db
+    D.barrier()  # every shard of this job now has its record
+    if rank == 0 and db is None:
+        db = pseudo_label(model, unlabelled, video_ids, out_dir, cfg, progress=False, **kwargs)
+    D.barrier()  # rank 0 has written pseudo_labels.json (if the plan is complete)
+    final = os.path.join(os.fspath(out_dir), PSEUDO_FILE)
+    if db is None and os.path.exists(final):
+        db = read_json(final)
+    return db
+
 
 
 def load_candidates(out_dir: str | os.PathLike) -> dict[str, Any]:

@@ -38,20 +38,14 @@ def _avg(ev: dict[str, Any]) -> dict[str, float | None]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The final table: CB, CN, GZSL mAP (%) per tIoU and averaged, base vs self-trained."""
-    thr = results["tiou_thresholds"]
-    head = f"{'model':<12} {'setting':<7} " + " ".join(f"@{t:<5g}" for t in thr) + "   avg"
-    lines = [head, "-" * len(head)]
-    for model in ("base", "selftrained"):
-        for s in SETTINGS:
-            per = results["per_tiou"][model][s]
-            lines.append(f"{model:<12} {s:<7} " + " ".join(f"{_pct(v):>6}" for v in per)
-                         + f"  {_pct(results[model][s]):>5}")
-    lines.append("-" * len(head))
-    d = {s: (None if results["base"][s] is None or results["selftrained"][s] is None
-             else results["selftrained"][s] - results["base"][s]) for s in SETTINGS}
-    lines.append("delta (self-trained - base), avg mAP points: "
-                 + ", ".join(f"{s} {'n/a' if v is None else f'{100 * v:+.2f}'}" for s, v in d.items()))
+    """The results table of a ``results.json``: CB, CN, GZSL mAP (%) per tIoU and averaged,
+    base vs self-trained (:func:`stovtal.eval.format_results_table`), then each
+    retraining round's teacher and raw student."""
+    from stovtal.eval.table import format_results_table
+
+    models = {m: {s: {"mAP": results["per_tiou"][m][s], "average_mAP": results[m][s]} for s in SETTINGS}
+              for m in ("base", "selftrained")}
+    lines = [format_results_table(models, results["tiou_thresholds"])]
     for row in results.get("scale", []):
         for r in row.get("rounds", []):
             lines.append(f"n={row['num_unlabelled']} round {r['round']}: teacher "

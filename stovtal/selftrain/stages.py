@@ -2,7 +2,7 @@
 
 The work directory's paths are :class:`stovtal.engine.layout.SelfTrainLayout`'s (every file
 written atomically). Each stage is skipped when its output exists; ``stage.json`` next to it
-holds a fingerprint of the inputs, and reusing a directory made with a different configuration
+(a pin, :mod:`stovtal.utils.resume`) holds a fingerprint of the inputs, and reusing a directory made with a different configuration
 is an error (instead of silently mixing results). A killed ``base`` or ``retrain`` resumes from
 its ``last.pt``; a killed ``pseudolabel`` from its shard manifest.
 
@@ -12,8 +12,16 @@ first pseudo-labels the same videos with round r-1's teacher (``pseudo/n<N>-r<r>
 resumable like the ``pseudolabel`` stage) and then retrains (``retrain/n<N>-r<r>``). Each round
 has its own fingerprints, chained to the previous round's.
 
-Under ``torchrun`` every rank runs the pipeline; see :mod:`stovtal.selftrain.distributed` for
-who does what.
+Under ``torchrun`` every rank runs the pipeline (one process: the same code, collectives are
+no-ops; :mod:`stovtal.utils.distributed`):
+
+* ``base`` / ``retrain``: every rank trains (DDP, see :class:`stovtal.engine.Trainer`); rank 0
+  exports the weights.
+* ``pseudolabel`` (and the rounds' re-labelling): the shards of the video list are divided among
+  the ranks (and among independent jobs, ``--shard i/n``); rank 0 merges them
+  (:func:`stovtal.selftrain.pseudolabel.pseudo_label_distributed`).
+* ``eval``: each rank predicts its share of the test videos; rank 0 gathers and scores them.
+* ``report``, ``config.yaml``, ``stage.json``: rank 0; the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -27,13 +35,18 @@ from typing import Any
 
 import torch
 
-from stovtal.engine import distributed as D
+from stovtal.data.crop import crop_settings
+from stovtal.data.resolve import DataSpec, resolve_data
 from stovtal.engine.layout import SelfTrainLayout
+from stovtal.utils import distributed as D
 from stovtal.utils.fileio import atomic_write_json, read_json
+from stovtal.utils.resume import pin
+from stovtal.utils.threads import apply_threads
 from stovtal.utils.workdir_lock import critical_section
 
 from .config import (
     ConfigError,
+    DataConfig,
     SelfTrainConfig,
     TrainConfig,
     fingerprint,
@@ -80,90 +93,55 @@ def _changes(cfg: Any, default: Any, ints: bool = False) -> dict[str, Any]:
 
 @dataclass
 class Data:
-    """Resolved data of a run (paths filled in, annotation files parsed)."""
+    """The run's data: its spec (:func:`stovtal.data.resolve.resolve_data`) and the files
+    selftrain reads, parsed."""
 
-    grid: Any  # stovtal.data.FeatureGrid
-    feat_dim: int
-    feature_dir: str
-    unlabelled_feature_dir: str
-    annotations: dict[str, Any]  # database
-    train_subset: str
-    test_subset: str
+    spec: DataSpec
+    annotations: dict[str, Any]  # database of the labelled and test videos
     unlabelled: dict[str, Any]  # database of the unlabelled videos
     unlabelled_gt: dict[str, Any] | None  # for analysis only
     vocab_names: list[str]
     vocab_embeddings: Any  # float32 [K, E]
-    base: list[str]
-    novel: list[str]
     logit_scale: float
-    max_seq_len: int
     source: dict[str, Any] = field(default_factory=dict)  # what the data is (for fingerprints)
-    annotation_file: str = ""  # the files behind ``annotations`` and the vocabulary (absolute)
-    vocab_file: str = ""
 
 
-def world_dir(workdir: str, world_cfg: Any) -> str:
-    """``DIR/world``, or ``DIR/world-webN`` when the web set was enlarged (``--scale``)."""
-    from stovtal.data.synthetic import SyntheticConfig
-
-    return SelfTrainLayout(workdir).world(world_cfg.num_web, SyntheticConfig().num_web)
-
-
-def resolve_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None]) -> Data:
-    """Generate/reuse the synthetic world or read the user's files."""
-    from stovtal.data import FeatureGrid
+def load_data(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None]) -> Data:
+    """Generate/reuse the synthetic world (``DIR/world``, ``DIR/world-webN`` when the web set
+    was enlarged for ``--scale``) or check the user's files, and read them."""
     from stovtal.data.formats import load_annotations
+    from stovtal.data.synthetic import SyntheticConfig
     from stovtal.data.vocab import load_embeddings
 
     d = cfg.data
-    if d.is_synthetic:
-        from stovtal.data.synthetic import SyntheticConfig, ensure_world
-
-        world = dict(d.world)
-        need = max([*cfg.scale, cfg.pseudo.num_videos or 0])
-        wcfg = SyntheticConfig.from_dict(world)
-        if need > wcfg.num_web:
-            wcfg = SyntheticConfig.from_dict({**wcfg.to_dict(), "num_web": need})
-        root = world_dir(workdir, wcfg)
-        log(f"synthetic world in {root}")
-        meta = ensure_world(root, wcfg, progress=cfg.progress)
-        files = meta["files"]
-        grid = FeatureGrid(float(meta["fps"]), int(meta["feature_stride"]), int(meta["num_frames"]))
-        names, emb = load_embeddings(os.path.join(root, files["vocab"]))
-        feat_dir = os.path.join(root, files["features"])
-        world_id = {k: v for k, v in wcfg.to_dict().items() if k not in ("num_web", "web_shard_size")}
-        if world_id["web_profile"] == "target":  # the web set of work directories made before the option
+    spec = resolve_data(
+        d, world_dir=lambda w: SelfTrainLayout(workdir).world(w.num_web, SyntheticConfig().num_web),
+        min_web=max([*cfg.scale, cfg.pseudo.num_videos or 0]), progress=cfg.progress)
+    names, emb = load_embeddings(spec.vocab_npz)
+    if spec.world is not None:
+        log(f"synthetic world in {spec.world_dir}")
+        ann = load_annotations(spec.annotation_file)["database"]
+        world_id = {k: v for k, v in spec.world.to_dict().items() if k not in ("num_web", "web_shard_size")}
+        if world_id["web_profile"] == "target":  # the fingerprint of a world without the web_profile key
             world_id.pop("web_profile")
-        return Data(
-            grid=grid, feat_dim=int(meta["feat_dim"]), feature_dir=feat_dir, unlabelled_feature_dir=feat_dir,
-            annotations=load_annotations(os.path.join(root, files["annotations"]))["database"],
-            train_subset="train", test_subset="test",
-            unlabelled=load_annotations(os.path.join(root, files["web"]))["database"],
-            unlabelled_gt=load_annotations(os.path.join(root, files["web_gt"]))["database"],
-            vocab_names=list(names), vocab_embeddings=emb, base=list(meta["base"]), novel=list(meta["novel"]),
-            logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
-            source={"synthetic": world_id},
-            annotation_file=os.path.abspath(os.path.join(root, files["annotations"])),
-            vocab_file=os.path.abspath(os.path.join(root, files["vocab"])),
-        )
-    names, emb = load_embeddings(d.vocab)
-    missing = sorted(set(d.base_classes + d.novel_classes) - set(names))
-    if missing:
-        raise ConfigError(f"data.base_classes/novel_classes: not in the vocabulary {d.vocab}: {missing[:10]}")
-    # every label of the labelled set must be a class of the run (else a typo'd label would
-    # silently become an action of no class); the error names the video and the file
-    ann = load_annotations(d.annotations, classes=d.base_classes + d.novel_classes)["database"]
-    unl = load_annotations(d.unlabelled, subset=d.unlabelled_subset)["database"]
-    gt = load_annotations(d.unlabelled_gt)["database"] if d.unlabelled_gt else None
+        source: dict[str, Any] = {"synthetic": world_id}
+    else:
+        missing = sorted(set(spec.classes) - set(names))
+        if missing:
+            raise ConfigError(f"data.base_classes/novel_classes: not in the vocabulary {spec.vocab_npz}: "
+                              f"{missing[:10]}")
+        # every label of the labelled set must be a class of the run (else a typo'd label would
+        # silently become an action of no class); the error names the video and the file
+        ann = load_annotations(spec.annotation_file, classes=spec.classes)["database"]
+        source = {"annotations": os.path.abspath(spec.annotation_file),
+                  "unlabelled": os.path.abspath(spec.unlabelled_file),
+                  "feature_dir": os.path.abspath(spec.feature_dir)}
+    gt = spec.unlabelled_gt_file
     return Data(
-        grid=FeatureGrid(d.fps, d.feature_stride, d.num_frames), feat_dim=d.feat_dim,
-        feature_dir=d.feature_dir, unlabelled_feature_dir=d.unlabelled_feature_dir or d.feature_dir,
-        annotations=ann, train_subset=d.train_subset, test_subset=d.test_subset, unlabelled=unl,
-        unlabelled_gt=gt, vocab_names=list(names), vocab_embeddings=emb, base=list(d.base_classes),
-        novel=list(d.novel_classes), logit_scale=d.logit_scale, max_seq_len=d.max_seq_len,
-        source={"annotations": os.path.abspath(d.annotations), "unlabelled": os.path.abspath(d.unlabelled),
-                "feature_dir": os.path.abspath(d.feature_dir)},
-        annotation_file=os.path.abspath(d.annotations), vocab_file=os.path.abspath(d.vocab),
+        spec=spec, annotations=ann,
+        unlabelled=load_annotations(spec.unlabelled_file, subset=spec.unlabelled_subset)["database"],
+        unlabelled_gt=load_annotations(gt)["database"] if gt else None,
+        vocab_names=list(names), vocab_embeddings=emb, logit_scale=d.logit_scale, source=source,
     )
 
 
@@ -225,6 +203,9 @@ class Context:
         fp = {"data": self.data.source, "model": {**_FP_MODEL, **_changes(c.model, d.model, ints)},
               "train": {**_FP_TRAIN, **_changes(c.train, d.train, ints)}, "seed": c.seed,
               "max_seq_len": c.data.max_seq_len, "labelled": "base-class videos only"}
+        crop = crop_settings(c.data)
+        if crop != crop_settings(DataConfig()):  # absent without crops: directories made before the option
+            fp["crop"] = crop
         if self.base_checkpoint:  # a given base model: its file's contents (absent otherwise)
             fp["base_checkpoint"] = self.base_checkpoint["sha256"]
         return fingerprint(fp)
@@ -266,7 +247,7 @@ class Context:
     # -- builders -------------------------------------------------------------------------
     def localizer_config(self):
         """The ``model`` section with ``input_dim`` set to the features' dimension."""
-        return dataclasses.replace(self.cfg.model, input_dim=self.data.feat_dim)
+        return dataclasses.replace(self.cfg.model, input_dim=self.data.spec.feat_dim)
 
     def train_config(self, retrain: bool = False) -> TrainConfig:
         """The ``train`` section with the run's seed, device and progress; for ``retrain``,
@@ -303,21 +284,21 @@ class Context:
         """The data, text, classifier and model settings of this run as a
         :class:`stovtal.config.Config` dict (paths absolute): what ``python -m stovtal.infer``
         reads from an exported model to run it on the same data and vocabulary."""
-        d, c = self.data, self.cfg
+        d, c = self.data.spec, self.cfg
         return {
             "data": {
-                "synthetic": False, "annotations": d.annotation_file, "feature_dir": d.feature_dir,
+                "synthetic": False, "annotations": os.path.abspath(d.annotation_file), "feature_dir": d.feature_dir,
                 "fps": float(d.grid.fps), "feature_stride": int(d.grid.feature_stride),
                 "num_frames": int(d.grid.num_frames), "feat_dim": int(d.feat_dim), "max_seq_len": int(d.max_seq_len),
                 "train_subset": d.train_subset, "val_subset": "", "test_subset": d.test_subset,
                 "base_classes": list(d.base), "novel_classes": list(d.novel),
             },
             "eval": to_dict(c.eval),
-            "text": {"kind": "npz", "npz": d.vocab_file, "logit_scale": float(d.logit_scale)},
+            "text": {"kind": "npz", "npz": os.path.abspath(d.vocab_npz), "logit_scale": float(self.data.logit_scale)},
             "classifier": to_dict(c.classifier),
             "model": to_dict(self.localizer_config()),
             "train": {"device": c.device},
-            "num_threads": int(c.num_threads),
+            "num_threads": c.num_threads,
         }
 
     def labelled_dataset(self):
@@ -327,48 +308,48 @@ class Context:
 
         # videos with a novel-class action are left out (as stovtal.train does), so that no
         # novel action is seen as an action, nor as background
-        base = set(self.data.base)
+        base = set(self.data.spec.base)
         kept = {vid: info for vid, info in self.data.annotations.items()
-                if info.get("subset") == self.data.train_subset
+                if info.get("subset") == self.data.spec.train_subset
                 and all(a["label"] in base for a in info.get("annotations", []))}
-        n_train = sum(info.get("subset") == self.data.train_subset for info in self.data.annotations.values())
+        n_train = sum(info.get("subset") == self.data.spec.train_subset for info in self.data.annotations.values())
         if len(kept) < n_train:
-            self.log(f"labelled set: {len(kept)} of the {n_train} videos of subset {self.data.train_subset!r}; "
+            self.log(f"labelled set: {len(kept)} of the {n_train} videos of subset {self.data.spec.train_subset!r}; "
                      f"{n_train - len(kept)} with a novel-class action are left out")
         db = class_agnostic(kept)
         if not db["database"]:
-            raise ConfigError(f"no labelled video of subset {self.data.train_subset!r} has only "
+            raise ConfigError(f"no labelled video of subset {self.data.spec.train_subset!r} has only "
                               f"base-class actions")
-        return VideoFeatureDataset(db, self.data.feature_dir, [AGNOSTIC], self.data.grid,
-                                   feat_dim=self.data.feat_dim, max_seq_len=self.data.max_seq_len,
-                                   training=True, require_annotations=True)
+        d = self.data.spec
+        return VideoFeatureDataset(db, d.feature_dir, [AGNOSTIC], d.grid, feat_dim=d.feat_dim,
+                                   max_seq_len=d.max_seq_len, crop_ratio=d.crop_ratio,
+                                   trunc_thresh=d.trunc_thresh, training=True, require_annotations=True)
 
     def unlabelled_set(self):
         from .pseudolabel import UnlabelledSet
 
-        return UnlabelledSet(self.data.unlabelled, self.data.unlabelled_feature_dir, self.data.grid,
-                             self.data.feat_dim)
+        return UnlabelledSet(self.data.unlabelled, self.data.spec.unlabelled_feature_dir, self.data.spec.grid,
+                             self.data.spec.feat_dim)
 
 
 def make_context(cfg: SelfTrainConfig, workdir: str, log: Callable[[str], None] = print) -> Context:
     from stovtal.engine import resolve_device
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    log = D.rank_zero_log(log)
+    apply_threads(cfg.num_threads, log=log)  # first: before this run's own work adds to the load
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    log = D.rank_zero_log(log)
     if not D.is_main_process():
         cfg.progress = False
     with D.main_process_first():  # rank 0 generates the synthetic world, the others reuse it
-        data = resolve_data(cfg, workdir, log)
+        data = load_data(cfg, workdir, log)
     if not cfg.data.is_synthetic:
-        cfg.data.feat_dim = data.feat_dim
+        cfg.data.feat_dim = data.spec.feat_dim
     base_checkpoint: dict[str, Any] = {}
     if cfg.base.checkpoint:
         from .basemodel import given_base_model
 
-        cfg.model, base_checkpoint = given_base_model(cfg, data.feat_dim)
+        cfg.model, base_checkpoint = given_base_model(cfg, data.spec.feat_dim)
         log(f"base model: {base_checkpoint['path']} (sha256 {base_checkpoint['sha256'][:16]}); "
             "the base stage copies it instead of training")
     return Context(cfg, workdir, data, D.local_device(resolve_device(cfg.device)), log,
@@ -393,19 +374,11 @@ def _done_here(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what
 
 def _check_stage(ctx: Context, out: str, stage_dir: str, fp: str | list[str], what: str) -> bool:
     accepted = [fp] if isinstance(fp, str) else list(fp)
-    fp = accepted[0]
-    rec_path = os.path.join(stage_dir, STAGE_FILE)
-    if os.path.exists(rec_path):
-        rec = read_json(rec_path)
-        if rec.get("fingerprint") not in accepted:
-            raise ConfigError(
-                f"{stage_dir}: {what} was made with a different configuration "
-                f"(fingerprint {rec.get('fingerprint')} != {fp}); use another --workdir or delete "
-                f"{stage_dir} to redo it"
-            )
-    else:
-        os.makedirs(stage_dir, exist_ok=True)
-        atomic_write_json(rec_path, {"fingerprint": fp, "stage": what})
+    pin(os.path.join(stage_dir, STAGE_FILE), {"fingerprint": accepted[0], "stage": what}, accepted,
+        mismatch=lambda old: (f"{what} was made with a different configuration (fingerprint "
+                              f"{old.get('fingerprint') if isinstance(old, dict) else None} != "
+                              f"{accepted[0]}); use another --workdir or delete {stage_dir} to redo it"),
+        error=ConfigError)
     if os.path.exists(out):
         ctx.log(f"[{what}] output exists, skipped: {out}")
         return True
@@ -461,7 +434,7 @@ def _run_name(n: int, round: int) -> str:
 def stage_pseudolabel(ctx: Context, n: int, round: int = 1) -> str:
     """Pseudo-label ``n`` unlabelled videos: round 1 with the base model's EMA weights, round
     r > 1 with round r-1's self-trained teacher."""
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     lay, name = ctx.layout, _run_name(n, round)
     out_dir, out = lay.pseudo_dir(n, round), lay.pseudo_labels(n, round)
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_pseudo, n, round), f"pseudolabel {name}"):
@@ -491,7 +464,7 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
     from stovtal.engine import seed_everything
     from stovtal.engine.checkpoint import check_state_dict, load_model
 
-    from .distributed import pseudo_label_distributed
+    from .pseudolabel import pseudo_label_distributed
     from .teacher import AGNOSTIC, PseudoLabelledSet, make_trainer
 
     name = _run_name(n, round)
@@ -518,8 +491,9 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
     d = ctx.data
 
     def make(db: Mapping[str, Any]):
-        return VideoFeatureDataset({"database": dict(db)}, d.unlabelled_feature_dir, [AGNOSTIC], d.grid,
-                                   feat_dim=d.feat_dim, max_seq_len=d.max_seq_len, training=True)
+        return VideoFeatureDataset({"database": dict(db)}, d.spec.unlabelled_feature_dir, [AGNOSTIC], d.spec.grid,
+                                   feat_dim=d.spec.feat_dim, max_seq_len=d.spec.max_seq_len,
+                                   crop_ratio=d.spec.crop_ratio, trunc_thresh=d.spec.trunc_thresh, training=True)
 
     def refresh(teacher: torch.nn.Module, epoch: int) -> Mapping[str, Any]:
         return pseudo_label_distributed(teacher, ctx.unlabelled_set(), ctx.unlabelled_ids(n),
@@ -600,8 +574,12 @@ def stage_report(ctx: Context) -> str:
     if not D.is_main_process():
         return out
     if os.path.exists(out) and os.path.exists(ctx.layout.results):
-        ctx.log(f"[report] output exists, skipped: {out}")
-        return out
+        prev = read_json(ctx.layout.results)
+        # a run with more sizes or rounds in the same directory gets a new report
+        if ([r["num_unlabelled"] for r in prev.get("scale", [])] == ctx.scales()
+                and prev.get("rounds", 1) == len(ctx.rounds())):
+            ctx.log(f"[report] output exists, skipped: {out}")
+            return out
     return write_report(ctx)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from stovtal.utils.cli import add_debug_flag, cli_entry
+from stovtal.utils.threads import add_threads_flag, apply_threads_flag
 
 from ..models.text_encoders import PROMPT_TEMPLATES
 from .encode import encode_vocabulary, read_vocabulary
@@ -59,12 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", type=int, default=256, help="prompts per forward pass")
+    add_threads_flag(e)
     return p
 
 
 @cli_entry(extra=(RuntimeError,))  # open_clip's errors for a bad weights file
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_threads_flag(args)
     names = read_vocabulary(args.vocab)
     enc = encode_vocabulary(
         names,

@@ -9,11 +9,12 @@ Web-scale jobs (feature extraction, pseudo-labelling) split a list of item ids
 * :meth:`ShardPlan.select` gives one worker its shards. A worker is identified
   by a job spec ``--shard i/n`` (``i`` is 0-based, see :func:`parse_shard_spec`)
   and a rank inside that job (``rank``/``world_size``, e.g. from torchrun, see
-  :func:`rank_and_world_size`). Shard ``s`` belongs to global worker
+  :func:`stovtal.utils.distributed.rank_and_world_size`). Shard ``s`` belongs to global worker
   ``s % (n * world_size)``, where global worker = ``i * world_size + rank``:
   every shard goes to exactly one worker and the load is balanced.
 * :class:`ShardManifest` records finished shards, one small JSON file per
-  shard (``<dir>/shard-00042.json``), written atomically (temp file, fsync,
+  shard (``<dir>/shard-00042.json``, a completion marker of :mod:`stovtal.utils.resume`;
+  ``plan.json`` pins the plan's fingerprint), written atomically (temp file, fsync,
   rename). A SIGKILL at any moment therefore loses at most the shard in
   flight, and many processes (ranks, independent jobs) can share one manifest
   directory without locks: each writes only its own shards' files. A record
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fileio import atomic_write_json, read_json
+from .resume import pin, read_marker, write_marker
 
 __all__ = [
     "Shard",
@@ -42,13 +44,14 @@ __all__ = [
     "ShardManifest",
     "ShardResult",
     "parse_shard_spec",
-    "rank_and_world_size",
     "run_shards",
 ]
 
 _SPEC_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _RECORD_RE = re.compile(r"^shard-(\d+)\.json$")
 PLAN_FILE = "plan.json"
+_INVALID_RECORD = ("not a valid record of {} for this plan (edited by hand or left by another run); "
+                   "delete it to redo the shard")
 MANIFEST_VERSION = 1
 
 
@@ -66,26 +69,6 @@ def parse_shard_spec(spec: str | None) -> tuple[int, int]:
             f"'0/{max(n, 1)}' .. '{max(n, 1) - 1}/{max(n, 1)}')"
         )
     return i, n
-
-
-def rank_and_world_size() -> tuple[int, int]:
-    """This process's (rank, world_size): torch.distributed if initialised, else the
-    ``RANK``/``WORLD_SIZE`` environment variables set by torchrun, else ``(0, 1)``."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as exc:
-        raise ValueError(f"RANK/WORLD_SIZE environment variables are not integers: {exc}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"invalid RANK={rank} / WORLD_SIZE={world} in the environment")
-    return rank, world
 
 
 @dataclass(frozen=True)
@@ -182,20 +165,11 @@ class ShardManifest:
         self.directory = os.fspath(directory)
         self.plan = plan
         os.makedirs(self.directory, exist_ok=True)
-        plan_path = os.path.join(self.directory, PLAN_FILE)
         desc = plan.describe()
-        if os.path.exists(plan_path):
-            old = read_json(plan_path)
-            if not isinstance(old, dict) or old.get("fingerprint") != plan.fingerprint:
-                raise ValueError(
-                    f"{plan_path}: this manifest belongs to a different work plan "
-                    f"(was {_plan_summary(old)}, now {_plan_summary(desc)}); the item list or the "
-                    "shard size changed. Use a new output/manifest directory, or delete the old "
-                    "manifest to start over."
-                )
-        else:
-            # Racing writers write identical content, so the last rename wins harmlessly.
-            atomic_write_json(plan_path, desc, indent=1)
+        pin(os.path.join(self.directory, PLAN_FILE), desc, indent=1, mismatch=lambda old: (
+            f"this manifest belongs to a different work plan (was {_plan_summary(old)}, now "
+            f"{_plan_summary(desc)}); the item list or the shard size changed. Use a new output/manifest "
+            "directory, or delete the old manifest to start over."))
 
     # -- paths ---------------------------------------------------------------
     def record_path(self, shard: Shard) -> str:
@@ -212,20 +186,10 @@ class ShardManifest:
     def read_record(self, shard: Shard) -> dict[str, Any] | None:
         """The shard's record, or None if it has not finished."""
         path = self.record_path(shard)
-        if not os.path.exists(path):
-            return None
-        rec = read_json(path)
-        if (
-            not isinstance(rec, dict)
-            or rec.get("shard") != shard.index
-            or rec.get("fingerprint") != self.plan.fingerprint
-            or rec.get("items") != list(shard.items)
-            or not isinstance(rec.get("errors"), dict)
-        ):
-            raise ValueError(
-                f"{path}: not a valid record of {shard.name} for this plan "
-                "(edited by hand or left by another run); delete it to redo the shard"
-            )
+        rec = read_marker(path, [self.plan.fingerprint], mismatch=_INVALID_RECORD.format(shard.name))
+        if rec is not None and (rec.get("shard") != shard.index or rec.get("items") != list(shard.items)
+                                or not isinstance(rec.get("errors"), dict)):
+            raise ValueError(f"{path}: {_INVALID_RECORD.format(shard.name)}")
         return rec
 
     def is_done(self, shard: Shard) -> bool:
@@ -298,7 +262,7 @@ class ShardManifest:
         unknown = sorted(set(errors) - set(shard.items))
         if unknown:
             raise ValueError(f"errors for items not in {shard.name}: {unknown[:5]!r}")
-        atomic_write_json(
+        write_marker(
             self.record_path(shard),
             {
                 "shard": shard.index,

@@ -119,22 +119,22 @@ def workdir_lock(workdir: str | os.PathLike, shared: bool = False) -> Iterator[N
 def job_lock(workdir: str | os.PathLike, shared: bool = False) -> Iterator[None]:
     """:func:`workdir_lock` for one job of one or many processes: under ``torch.distributed``
     global rank 0 takes it and every rank raises the same :class:`WorkdirBusy` if it failed."""
-    import torch.distributed as dist
+    from . import distributed as D
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not D.is_distributed():
         with workdir_lock(workdir, shared):
             yield
         return
     with contextlib.ExitStack() as stack:
-        msg = [None]
-        if dist.get_rank() == 0:
+        msg = None
+        if D.is_main_process():
             try:
                 stack.enter_context(workdir_lock(workdir, shared))
             except WorkdirBusy as exc:
-                msg = [str(exc)]
-        dist.broadcast_object_list(msg, src=0)
-        if msg[0] is not None:
-            raise WorkdirBusy(msg[0])
+                msg = str(exc)
+        msg = D.broadcast_object(msg)
+        if msg is not None:
+            raise WorkdirBusy(msg)
         yield
 
 

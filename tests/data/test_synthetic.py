@@ -187,12 +187,42 @@ def test_training_crop(world, root):
         assert item["feats"].shape[1] == 16 and torch.equal(item["feats"], ref["feats"][:, o:o + 16])
         assert item["offset_frames"] == 4 * o
         if len(item["segments"]):
-            assert item["segments"].min() >= 0 and item["segments"].max() <= 16
+            # clipped to the window widened by the grid offset (16 frames / 2 / stride 4 = 2)
+            assert item["segments"].min() >= -2 and item["segments"].max() <= 18
             # every kept (clipped) segment lies inside one of the full video's segments
             shifted = item["segments"] + o
             inside = (shifted[:, None, 0] >= ref["segments"][None, :, 0] - 1e-4) & \
                      (shifted[:, None, 1] <= ref["segments"][None, :, 1] + 1e-4)
             assert inside.any(1).all()
+
+
+def test_training_crop_ratio_crops_short_videos(world, root):
+    """With crop_ratio, videos shorter than max_seq_len are cropped too; the item is the
+    window of stovtal.data.crop (same draws), its segments, labels and features."""
+    from stovtal.data.crop import CropRule, crop_window, torch_randint
+
+    full = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                               subset="train")
+    g, g_ref = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    ds = VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                             subset="train", max_seq_len=100_000, training=True, crop_ratio=(0.5, 0.8),
+                             trunc_thresh=0.3, generator=g)
+    rule = CropRule(100_000, (0.5, 0.8), 0.3, world.grid.offset)
+    shorter = 0
+    for i in range(len(ds)):
+        item, ref = ds[i], full[i]
+        T = ref["feats"].shape[1]
+        w = crop_window(T, ref["segments"].double().numpy(), rule, torch_randint(g_ref))
+        o = item["offset_snippets"]
+        assert (o, o + item["feats"].shape[1]) == (w.start, w.stop)
+        shorter += w.stop - w.start < T
+        assert torch.equal(item["feats"], ref["feats"][:, w.start:w.stop])
+        assert torch.allclose(item["segments"].double(), torch.from_numpy(w.segments), atol=1e-5)
+        assert item["labels"].tolist() == ref["labels"][torch.from_numpy(w.keep)].tolist()
+    assert shorter == len(ds)  # 50-80% of every video
+    with pytest.raises(ValueError, match="crop_ratio must be"):
+        VideoFeatureDataset(root / "annotations.json", root / "features", world.classes, world.grid,
+                            subset="train", max_seq_len=16, training=True, crop_ratio=(0.9, 1.1))
 
 
 def test_dataset_uses_mmap(world, root, monkeypatch):

@@ -61,7 +61,7 @@ def train(out_dir: str, batch_size: int = 4, epochs: int = 2, seed: int = 0) -> 
     """Train the tiny localizer; returns (and on rank 0 saves) model + EMA weights."""
     from stovtal.data import collate_videos
     from stovtal.engine import TrainConfig, Trainer
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
 
     model = initial_model(seed)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, warmup_epochs=0.5, seed=seed,
@@ -86,8 +86,7 @@ def pseudo(out_dir: str, world_dir: str) -> dict | None:
     from stovtal.data import FeatureGrid
     from stovtal.data.formats import load_annotations
     from stovtal.models import ActionLocalizer, LocalizerConfig
-    from stovtal.selftrain.distributed import pseudo_label_distributed
-    from stovtal.selftrain.pseudolabel import UnlabelledSet
+    from stovtal.selftrain.pseudolabel import UnlabelledSet, pseudo_label_distributed
     from stovtal.utils.fileio import read_json
 
     meta = read_json(os.path.join(world_dir, "world.json"))
@@ -100,7 +99,7 @@ def pseudo(out_dir: str, world_dir: str) -> dict | None:
 
 
 def _install_kill() -> None:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
     from stovtal.utils.shards import ShardManifest
 
     rank = int(os.environ.get("STOVTAL_TEST_KILL_RANK", "-1"))
@@ -121,7 +120,7 @@ def _install_kill() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from stovtal.engine import distributed as D
+    from stovtal.utils import distributed as D
 
     torch.set_num_threads(1)
     mode = argv[0]

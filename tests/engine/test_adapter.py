@@ -15,6 +15,7 @@ import torch
 
 import stovtal  # noqa: F401
 from stovtal.config import load_config
+from stovtal.data.resolve import resolve_data
 from stovtal.engine import load_checkpoint
 from stovtal.engine.adapter import (
     AdapterTrainConfig,
@@ -24,7 +25,7 @@ from stovtal.engine.adapter import (
     segment_accuracy,
     train_adapter,
 )
-from stovtal.engine.builders import build_dataset, build_vocabulary, resolve_data
+from stovtal.engine.builders import build_dataset, build_vocabulary
 from stovtal.models.classifier import ClassifierConfig, OpenVocabClassifier, Vocabulary
 from stovtal.utils.fileio import read_json
 

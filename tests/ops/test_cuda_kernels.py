@@ -33,22 +33,10 @@ from stovtal.ops import (
 )
 from stovtal.ops.roi_align import MAX_SAMPLING_RATIO
 
+from .candidates import clustered_candidates
+
 OPS = torch.ops.stovtal
 FLOAT8 = [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)]
-
-
-def clustered(n, generator, num_labels=None, dtype=torch.float64):
-    """Candidates around a few actions (so suppression happens), plus noise."""
-    centres = torch.rand(8, generator=generator, dtype=dtype) * 100
-    widths = 2 + torch.rand(8, generator=generator, dtype=dtype) * 20
-    which = torch.randint(0, 8, (n,), generator=generator)
-    jitter = (torch.rand(n, 2, generator=generator, dtype=dtype) - 0.5) * widths[which, None] * 0.6
-    seg = torch.stack([centres[which] - widths[which] / 2, centres[which] + widths[which] / 2], 1)
-    seg = seg + jitter
-    seg = torch.stack([seg.min(1).values, seg.max(1).values], 1)
-    scores = torch.rand(n, generator=generator, dtype=dtype)
-    labels = None if num_labels is None else torch.randint(0, num_labels, (n,), generator=generator)
-    return seg, scores, labels
 
 
 # One call of every op (forward and backward) on tensors built by `make(shape, dtype)`.
@@ -181,7 +169,7 @@ def test_banded_nms_equals_temporal_nms_across_band_edges(n, band_bytes, num_lab
     # band_bytes = 1 forces the smallest band (64 rows); 8*64*k bytes gives k
     # words per row: several 64-row blocks per band while rows are short
     g = torch.Generator().manual_seed(n + band_bytes % 1000)
-    seg, sc, lab = clustered(n, g, num_labels)
+    seg, sc, lab = clustered_candidates(n, g, num_labels)
     for dtype in (torch.float32, torch.float64, torch.float16):
         s, c = seg.to(dtype), sc.to(dtype)
         for thr in (0.0, 0.3, 0.7):
@@ -195,7 +183,7 @@ def test_banded_nms_matches_reference_when_most_rows_are_removed_early():
     # one long dominant segment suppresses nearly everything: later bands
     # start with few live rows
     g = torch.Generator().manual_seed(5)
-    seg, sc, _ = clustered(500, g)
+    seg, sc, _ = clustered_candidates(500, g)
     seg = torch.cat([torch.tensor([[0.0, 120.0]], dtype=torch.float64), seg])
     sc = torch.cat([torch.tensor([2.0], dtype=torch.float64), sc])
     for thr in (0.05, 0.2):
@@ -216,7 +204,7 @@ def test_banded_nms_bad_band_and_values():
 
 def test_banded_nms_opcheck():
     g = torch.Generator().manual_seed(2)
-    seg, sc, lab = clustered(100, g, 3)
+    seg, sc, lab = clustered_candidates(100, g, 3)
     torch.library.opcheck(OPS._temporal_nms_banded.default, (seg, sc, 0.4, lab, -1, 8 * 64))
 
 
@@ -232,7 +220,7 @@ def _cuda(*tensors):
 @pytest.mark.parametrize("num_labels", [None, 5])
 def test_cuda_banded_nms_across_band_edges(n, num_labels):
     g = torch.Generator().manual_seed(n)
-    seg, sc, lab = clustered(n, g, num_labels, torch.float32)
+    seg, sc, lab = clustered_candidates(n, g, num_labels, torch.float32)
     dseg, dsc, dlab = _cuda(seg, sc, lab)
     for band_bytes in (1, 8 * 64 * 3, 1 << 30):
         for max_keep in (-1, 7, 200):
@@ -263,7 +251,7 @@ def test_cuda_soft_nms_selects_and_scores_bit_for_bit(dtype, num_labels):
     # double, rounded once) without fused multiply-adds, so the selections and
     # the selection scores are identical; near-ties abound at 4000 candidates
     g = torch.Generator().manual_seed(7)
-    seg, sc, lab = clustered(4000, g, num_labels, dtype)
+    seg, sc, lab = clustered_candidates(4000, g, num_labels, dtype)
     dseg, dsc, dlab = _cuda(seg, sc, lab)
     for method in ("gaussian", "linear"):
         for max_keep in (-1, 50):
@@ -279,7 +267,7 @@ def test_cuda_soft_nms_selects_and_scores_bit_for_bit(dtype, num_labels):
 def test_cuda_score_voting_matches_cpu(num_labels):
     # voting sums run in another order on the GPU (one warp per selection)
     g = torch.Generator().manual_seed(8)
-    seg, sc, lab = clustered(3000, g, num_labels)
+    seg, sc, lab = clustered_candidates(3000, g, num_labels)
     dseg, dsc, dlab = _cuda(seg, sc, lab)
     for thr in (0.5, 0.75, 1.0):
         cpu = soft_nms(seg, sc, 0.3, 0.5, 0.01, "gaussian", lab, 300, thr)

@@ -297,12 +297,13 @@ def large_problem(draw):
     n = draw(st.integers(129, 400))  # above the scan threshold
     coords = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0]), min_size=n, max_size=n))
     lengths = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 7.0]), min_size=n, max_size=n))
-    scores = draw(st.lists(st.sampled_from([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0]), min_size=n, max_size=n))
-    seg = torch.tensor([[c, c + d] for c, d in zip(coords, lengths, strict=True)], dtype=torch.float64)
-    return seg, torch.tensor(scores, dtype=torch.float64)
+    scores = draw(st.lists(st.sampled_from([-0.25, -0.0, 0.0, 0.25, 0.5, 0.75, 1.0]), min_size=n, max_size=n))
+    dtype = draw(st.sampled_from([torch.float64, torch.float32]))  # float32: the SIMD loops where the CPU has them
+    seg = torch.tensor([[c, c + d] for c, d in zip(coords, lengths, strict=True)], dtype=dtype)
+    return seg, torch.tensor(scores, dtype=dtype)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     problem=large_problem(),
     threshold=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
@@ -315,3 +316,22 @@ def test_indexed_path_properties(problem, threshold, max_keep, method, min_score
     seg, sc = problem
     check_hard(seg, sc, None, threshold, max_keep)
     check_soft(seg, sc, None, threshold, 0.5, min_score, method, max_keep, voting)
+
+
+# ---------------------------------------------------------------- SIMD and scalar forms
+
+
+@pytest.mark.parametrize("simd", ["1", "0"])
+def test_soft_nms_simd_and_scalar_forms_match_oracle(monkeypatch, simd):
+    """float32 soft-NMS takes AVX-512 loops where the CPU has AVX-512 F/BW/VL and
+    STOVTAL_NMS_SIMD is not "0"; both forms must give the oracle's bits, including
+    weights that underflow to 0 (a small sigma) and IoUs of tiny overlaps."""
+    monkeypatch.setenv("STOVTAL_NMS_SIMD", simd)
+    seg, sc, lab = uniform_candidates(1500, 11, num_labels=2)
+    seg[::7] = seg[::7] * 1e4  # long segments with tiny overlaps next to short ones
+    for sigma in (0.5, 1e-3):
+        check_soft(seg, sc, None, 0.1, sigma, 0.001, "gaussian")
+        check_soft(seg, sc, lab, 0.1, sigma, 0.0, "gaussian", max_keep=200, voting=0.7)
+    check_soft(seg, sc, lab, 0.3, 0.5, 0.01, "linear")
+    seg, sc, _ = clustered_candidates(2000, 12)
+    check_soft(seg, sc, None, 0.1, 0.5, 0.001, "gaussian")

@@ -17,7 +17,7 @@ def test_exported_model_through_infer_matches_the_eval_stage(tiny_run, tmp_path,
     ckpt = ctx.path("base", "model.pt") if which == "base" else ctx.path("retrain", f"n{n}", "teacher.pt")
     state = load_checkpoint(ckpt)
     assert state["format"] == MODEL_FORMAT and state["kind"] == "localizer"
-    assert state["model_config"]["input_dim"] == ctx.data.feat_dim
+    assert state["model_config"]["input_dim"] == ctx.data.spec.feat_dim
     pred, metrics = tmp_path / "pred.json", tmp_path / "eval.json"
     assert infer.main(["--ckpt", ckpt, "--out", str(pred), "--eval", "--eval-json", str(metrics),
                        "--device", "cpu"]) == 0
@@ -27,7 +27,7 @@ def test_exported_model_through_infer_matches_the_eval_stage(tiny_run, tmp_path,
         assert got[key]["mAP"] == want[key]["mAP"], key  # the same predictions, bit for bit
         assert got[key]["average_mAP"] == want[key]["average_mAP"], key
     preds = read_json(str(pred))["results"]
-    test_ids = {v for v, i in ctx.data.annotations.items() if i.get("subset") == ctx.data.test_subset}
+    test_ids = {v for v, i in ctx.data.annotations.items() if i.get("subset") == ctx.data.spec.test_subset}
     assert set(preds) == test_ids
     assert any(preds.values())
 
@@ -65,18 +65,22 @@ def test_stage_fingerprints_match_earlier_work_directories(tiny_run, tmp_path, e
     from .conftest import TINY
 
     ctx, _ = tiny_run
-    # that version's retraining student started from scratch (its default then), and its web
-    # set was drawn like the test videos (web_profile "target")
-    earlier = [*TINY, *extra, "retrain.student_init=scratch", "data.world.web_profile=target"]
+    # that version's retraining student started from scratch (its default then), its web set
+    # was drawn like the test videos (web_profile "target") and it cropped no short video
+    earlier = [*TINY, *extra, "retrain.student_init=scratch", "data.world.web_profile=target", "data.crop_ratio=null"]
     old = make_context(load_config(None, earlier), str(tmp_path), log=lambda s: None)
     got = (old.fingerprints(old.fp_base), old.fingerprints(old.fp_pseudo, 16), old.fingerprints(old.fp_retrain, 16),
            old.fingerprints(old.fp_eval))
     assert all(w in g for w, g in zip(want, got, strict=True)), (want, got)
     # the student starting from the base model must not reuse that retraining
-    now = make_context(load_config(None, [*TINY, *extra, "data.world.web_profile=target"]), str(tmp_path),
-                       log=lambda s: None)
+    now = make_context(load_config(None, [*TINY, *extra, "data.world.web_profile=target", "data.crop_ratio=null"]),
+                       str(tmp_path), log=lambda s: None)
     assert want[2] not in now.fingerprints(now.fp_retrain, 16)
     assert want[1] in now.fingerprints(now.fp_pseudo, 16)
+    # today's default crops (crop_ratio [0.9, 1.0]) must not reuse that base model
+    cropped = make_context(load_config(None, [*TINY, *extra, "data.world.web_profile=target"]), str(tmp_path),
+                           log=lambda s: None)
+    assert want[0] not in cropped.fingerprints(cropped.fp_base)
     # today's default web set (Kinetics) reuses none of that work directory's stages
     kin = make_context(load_config(None, [*TINY, *extra]), ctx.workdir, log=lambda s: None)
     got = (kin.fingerprints(kin.fp_base), kin.fingerprints(kin.fp_pseudo, 16), kin.fingerprints(kin.fp_retrain, 16),

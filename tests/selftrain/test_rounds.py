@@ -89,7 +89,7 @@ def test_second_round_runs_resumes_after_a_kill_and_is_reported(tiny_run, tmp_pa
     pseudo-labels are written, run again: round 1 and the round-2 pseudo-labels are reused,
     round 2 retrains, and results.json / report.md carry both rounds, teacher and raw student.
     The round-2 pseudo-labels are those of round 1's teacher."""
-    from stovtal.selftrain.distributed import pseudo_label_distributed
+    from stovtal.selftrain.pseudolabel import pseudo_label_distributed
 
     ctx, _ = tiny_run
     n = ctx.default_scale()
@@ -149,6 +149,24 @@ def test_second_round_runs_resumes_after_a_kill_and_is_reported(tiny_run, tmp_pa
     raw = load_model(lay.retrain_state(n, 2), weights="model").state_dict
     ema = load_model(r2_teacher).state_dict
     assert any(not np.array_equal(raw[k].numpy(), ema[k].numpy()) for k in raw if raw[k].is_floating_point())
+
+
+def test_report_is_rewritten_when_sizes_are_added(tiny_run, tmp_path):
+    """A second call with one more size in the same directory reuses the first's stages and
+    rewrites results.json / report.md (a call with the same sizes and rounds skips the report)."""
+    ctx, _ = tiny_run
+    work = str(tmp_path / "more")
+    shutil.copytree(ctx.workdir, work)
+    logs: list[str] = []
+    c = make_context(load_config(None, TINY), work, log=logs.append)
+    run_stage(c, "report")
+    assert any("[report] output exists, skipped" in line for line in logs)
+    c = make_context(load_config(None, [*TINY, "scale=[8,16]"]), work, log=logs.append)
+    for stage in ("base", "pseudolabel", "retrain", "eval", "report"):
+        run_stage(c, stage)
+    res = read_json(os.path.join(work, "results.json"))
+    assert [r["num_unlabelled"] for r in res["scale"]] == [8, 16]
+    assert "| 8 | 1 |" in open(os.path.join(work, "report.md")).read()
 
 
 # --------------------------------------------------------------------------- aggregate over seeds

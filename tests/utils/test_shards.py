@@ -22,7 +22,6 @@ from stovtal.utils.shards import (
     ShardPlan,
     ShardResult,
     parse_shard_spec,
-    rank_and_world_size,
     run_shards,
 )
 
@@ -76,18 +75,6 @@ def test_select_validates():
         plan.select(2, 2)
     with pytest.raises(ValueError, match="rank"):
         plan.select(0, 1, 3, 3)
-
-
-def test_rank_and_world_size_from_env(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert rank_and_world_size() == (0, 1)
-    monkeypatch.setenv("RANK", "2")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    assert rank_and_world_size() == (2, 4)
-    monkeypatch.setenv("RANK", "4")
-    with pytest.raises(ValueError, match="RANK=4"):
-        rank_and_world_size()
 
 
 def _process(shard):

@@ -8,6 +8,10 @@ training on CUDA, gloo on CPU) and pins each process to ``cuda:LOCAL_RANK``. Wit
 single-process behaviour: :func:`barrier` is a no-op, :func:`broadcast_object` returns its
 argument, :func:`all_gather_objects` returns ``[obj]``.
 
+This module is the one place that asks ``torch.distributed`` or torchrun's environment where a
+process stands and that runs collectives: the trainer, the localizer's loss, sharded work
+(pseudo-labelling, feature extraction), the work-directory lock and the applications use it.
+
 Conventions used across stovtal:
 
 * rank 0 (:func:`is_main_process`) alone logs, writes checkpoints, reports and merged outputs;
@@ -49,8 +53,10 @@ __all__ = [
     "is_main_process",
     "local_device",
     "main_process_first",
+    "rank_and_world_size",
     "rank_indices",
     "rank_zero_log",
+    "sum_over_ranks",
 ]
 
 _OWNED = False  # True if init_distributed created the process group (then cleanup destroys it)
@@ -95,6 +101,16 @@ def get_rank() -> int:
 
 def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """This process's ``(rank, world_size)``: the initialised process group's, else torchrun's
+    ``RANK`` / ``WORLD_SIZE`` environment (a job that splits work without collectives), else
+    ``(0, 1)``. Invalid environment values are an error naming them."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    rank, world, _ = _env_topology()
+    return rank, world
 
 
 def is_main_process() -> bool:
@@ -235,6 +251,15 @@ def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     keys = sorted(values)
     gathered = all_gather_objects([float(values[k]) for k in keys])
     return {k: sum(g[i] for g in gathered) / len(gathered) for i, k in enumerate(keys)}
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks (a detached copy, on every rank); ``t`` itself in one process."""
+    if not is_distributed():
+        return t
+    total = t.detach().clone()
+    dist.all_reduce(total)
+    return total
 
 
 def rank_indices(n: int, rank: int | None = None, world_size: int | None = None) -> list[int]:
