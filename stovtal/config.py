@@ -611,7 +611,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v and not key.endswith(("world", "retrain.train")):
+        # dict-valued fields stay whole (their keys are data, not config keys; int keys stay ints)
+        if isinstance(v, dict) and v and not key.endswith(("world", "retrain.train", "threshold_by_n")):
             out.update(_flatten(v, key))
         else:
             out[key] = v
