@@ -541,8 +541,10 @@ class FeelConfig:
     """``python -m stovtal.feel``: k-means -> CCI -> IIS -> CoLA, ``iterations`` rounds.
 
     ``data.max_seq_len``: training crops (random) of longer videos, in snippets. ``train``:
-    CoLA's training (epochs or iterations, batch_size, optimizer, lr, weight_decay, schedule,
-    clip_grad; the localizer trainer's other keys are not used).
+    CoLA's training on the one trainer (epochs or iterations, batch_size, optimizer, lr,
+    weight_decay, schedule with warmup_epochs and min_lr_ratio, clip_grad; CoLA trains in
+    float32 without an EMA, so ``amp`` and ``ema_*`` are not used, nor are ``seed`` (the
+    iteration's seed is), ``device`` (the run's) and ``eval_every``).
     ``num_threads``: intra-op CPU threads (``"auto"``: the free cores, 0: torch's own; see
     :mod:`stovtal.utils.threads`); 1 by default: CoLA's small convs gain little from more.
     """
@@ -611,7 +613,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v and not key.endswith(("world", "retrain.train")):
+        # dict-valued fields stay whole (their keys are data, not config keys; int keys stay ints)
+        if isinstance(v, dict) and v and not key.endswith(("world", "retrain.train", "threshold_by_n")):
             out.update(_flatten(v, key))
         else:
             out[key] = v

@@ -392,6 +392,30 @@ int64_t hard_nms_group_scan(const acc_t* s, const acc_t* e, const acc_t* l, int6
   return nk;
 }
 
+#ifdef STOVTAL_NMS_AVX512
+// Scan form with the comparisons against the kept ones 16 at a time (float32,
+// threshold >= 0, finite lengths): the same kept set as hard_nms_group_scan.
+inline int64_t hard_nms_group_scan_avx512(const float* s, const float* e, const float* l, int64_t m,
+                                          float thr, int64_t max_keep, int64_t* kept) {
+  std::vector<float> ks(m), ke(m), kl(m);  // the kept segments, in selection order
+  int64_t nk = 0;
+  for (int64_t p = 0; p < m; ++p) {
+    if (any_suppresses_avx512(ks.data(), ke.data(), kl.data(), nk, s[p], e[p], l[p], thr)) continue;
+    ks[nk] = s[p];
+    ke[nk] = e[p];
+    kl[nk] = l[p];
+    kept[nk++] = p;
+    if (max_keep > 0 && nk >= max_keep) break;
+  }
+  return nk;
+}
+#endif
+
+// Groups of at most this many candidates use the AVX-512 scan form where it
+// is available (O(m x kept) comparisons, 16 per step, cheaper than the
+// index there).
+constexpr int64_t kSimdScanMaxCandidates = 1024;
+
 // Indexed form (threshold >= 0, finite lengths): a kept candidate removes the
 // later candidates it suppresses, found through the IntervalIndex among those
 // that overlap it and whose length is within the ratio an IoU above the
@@ -484,6 +508,7 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
   // kept_pos[group_begin[g], ...) in selection order.
   std::vector<int64_t> kept_pos(n);
   std::vector<int64_t> kept_count(num_groups, 0);
+  const bool simd = std::is_same_v<acc_t, float> && nms_use_avx512();
   for_each_group(num_groups, n, [&](int64_t g) {
     const int64_t g0 = c.group_begin[g];
     const int64_t m = c.group_begin[g + 1] - g0;
@@ -492,9 +517,20 @@ at::Tensor temporal_nms_cpu_typed(const at::Tensor& segments, const at::Tensor& 
     const acc_t* l = c.length.data() + g0;
     int64_t* kept_local = kept_pos.data() + g0;
     const bool overflow = std::any_of(l, l + m, [](acc_t x) { return !std::isfinite(x); });
-    kept_count[g] = (thr < acc_t(0) || overflow || m <= kScanMaxCandidates)
-                        ? hard_nms_group_scan(s, e, l, m, thr, max_keep, kept_local)
-                        : hard_nms_group_indexed(s, e, l, m, thr, max_keep, kept_local);
+    bool done = false;
+#ifdef STOVTAL_NMS_AVX512
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (simd && thr >= acc_t(0) && !overflow && m <= kSimdScanMaxCandidates) {
+        kept_count[g] = hard_nms_group_scan_avx512(s, e, l, m, thr, max_keep, kept_local);
+        done = true;
+      }
+    }
+#endif
+    if (!done) {
+      kept_count[g] = (thr < acc_t(0) || overflow || m <= kScanMaxCandidates)
+                          ? hard_nms_group_scan(s, e, l, m, thr, max_keep, kept_local)
+                          : hard_nms_group_indexed(s, e, l, m, thr, max_keep, kept_local);
+    }
     for (int64_t q = 0; q < kept_count[g]; ++q) kept_local[q] += g0;
   });
 

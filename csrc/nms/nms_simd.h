@@ -1,7 +1,8 @@
-// AVX-512 forms of the two inner loops of the CPU soft-NMS (float32
-// candidates), chosen at run time on CPUs that have AVX-512 F/BW/VL:
-// - the overlapping live slots of one class window and their IoUs,
-// - the gaussian weights of a batch of IoUs.
+// AVX-512 forms of inner loops of the CPU NMS kernels (float32 candidates),
+// chosen at run time on CPUs that have AVX-512 F/BW/VL:
+// - hard NMS of small groups: one candidate against the kept ones,
+// - soft-NMS: the overlapping live slots of one class window and their IoUs,
+// - soft-NMS: the gaussian weights of a batch of IoUs.
 // Each lane performs the same IEEE operations, in the same order, as the
 // scalar code in nms.h / segment_iou.h (min/max with the same operand order,
 // separate multiplies and adds: fp-contract is off in these functions, so no
@@ -84,6 +85,32 @@ STOVTAL_NMS_AVX512_FN inline int64_t overlapping_slots_avx512(
     if (before_end != valid) break;  // starts ascend: the rest of the class starts at or after be
   }
   return count;
+}
+
+// Whether one of the n segments (ks, ke, kl: starts, ends, lengths) has
+// segment_iou_with_lengths(s, e, l, ks[q], ke[q], kl[q]) > thr, for finite
+// coordinates and thr >= 0 (where the scalar relu's -0 and this max's +0 give
+// the same decision).
+STOVTAL_NMS_AVX512_FN inline bool any_suppresses_avx512(const float* ks, const float* ke,
+                                                        const float* kl, int64_t n, float s,
+                                                        float e, float l, float thr) {
+  const __m512 vs = _mm512_set1_ps(s), ve = _mm512_set1_ps(e), vl = _mm512_set1_ps(l);
+  const __m512 vthr = _mm512_set1_ps(thr), zero = _mm512_setzero_ps();
+  for (int64_t q = 0; q < n; q += 16) {
+    const int64_t left = n - q;
+    const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    const __m512 qs = _mm512_maskz_loadu_ps(valid, ks + q);
+    const __m512 qe = _mm512_maskz_loadu_ps(valid, ke + q);
+    const __m512 ql = _mm512_maskz_loadu_ps(valid, kl + q);
+    // hi = e < qe ? e : qe, lo = s > qs ? s : qs, inter = max(hi - lo, 0)
+    const __m512 inter =
+        _mm512_max_ps(_mm512_sub_ps(_mm512_min_ps(ve, qe), _mm512_max_ps(vs, qs)), zero);
+    const __m512 uni = _mm512_sub_ps(_mm512_add_ps(vl, ql), inter);
+    const __m512 ratio = _mm512_div_ps(inter, uni);
+    const __mmask16 positive = _mm512_mask_cmp_ps_mask(valid, uni, zero, _CMP_GT_OQ);
+    if (_mm512_mask_cmp_ps_mask(positive, ratio, vthr, _CMP_GT_OQ)) return true;
+  }
+  return false;
 }
 
 // 2^k for normal exponents k (pow2_rn of nms.h, lane by lane).

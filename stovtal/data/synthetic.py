@@ -99,7 +99,12 @@ distractors, modality gap                                      and human actions
                                                                from the web domain's own prototypes
 ============================  ==============================  ==========================================
 
-The measured values are for the default config, seed 0 (300 test and 600 web videos). The web
+The measured values are for the default config, seed 0 (300 test and 600 web videos).
+Caveat on the length rows: the authors' retraining configs (HYUNJS/STOV-TAL
+``configs/joint/TH_vifi_prop_K400_UKR10k-PL.yaml``) name their web set ``UK600-R10k`` (a random
+10k of the untrimmed Kinetics-600 videos) and size the model's buffer for videos of up to 56,843
+snippets. Those are the full uploads around the Kinetics clips, and their length distribution is
+not known here. The length and action-share rows follow the Kinetics clips, not the full uploads. The web
 domain's prototypes and scenes come from their own RNG stream, so the labelled and test videos
 are the same with either web profile. ``web_profile="target"`` keeps the earlier web set (drawn
 like the test videos with ``web_classes_per_video``); a world written before the option existed
@@ -121,9 +126,10 @@ at most the shards in flight (finished feature files are kept). Shards can be sp
 web videos without any disk, use :meth:`SyntheticWorld.iter_web_videos`.
 
 Cost (default config, float32 generation; measured on the shared 2-core machine under load):
-about 4 ms CPU per video (Kinetics web videos, half as long: about 2 ms); writing the default world (1,400 videos, 575 MB) took 23 s wall /
-6.7 s CPU (the rest is fsync-ed file I/O), 1,000 more web videos with ``write_web`` 18 s wall /
-5.4 s CPU (about 420 MB); memory stays flat (one video at a time).
+about 3 ms CPU per target video and 2 ms per Kinetics web video (half as long). Writing the
+default world (200 + 200 target videos, 1,000 Kinetics web videos) took 18.6 s wall / 6.8 s CPU
+and 359 MB (the rest of the wall time is fsync-ed file I/O); with ``web_profile="target"``
+24.6 s wall / 8.4 s CPU and 553 MB. Memory stays flat (one video at a time).
 """
 
 from __future__ import annotations

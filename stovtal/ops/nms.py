@@ -55,7 +55,10 @@ def temporal_nms(
     different IoUs in the two conventions.
     float16/bfloat16 inputs are compared in float32. Not differentiable.
     The CPU kernel visits only overlapping pairs of comparable length
-    (interval index): O(N log N) plus the pairs it visits.
+    (interval index): O(N log N) plus the pairs it visits. Labels of at most
+    1,024 float32 candidates on a CPU with AVX-512 F/BW/VL compare each
+    candidate with 16 kept ones at a time instead (the same IoU operations,
+    so the same kept set; ``STOVTAL_NMS_SIMD=0`` selects the scalar loops).
 
     CUDA: the same kept indices as the CPU. The pairwise suppression bitmask
     is computed in bands of about 1 GiB of mask words (rows suppressed by
@@ -130,6 +133,10 @@ def soft_nms(
     float16/bfloat16 inputs compute in float32. Not differentiable.
     The CPU kernel visits only the candidates that overlap each selection
     (interval index, lazy max-heap): O(N log N) plus the pairs it visits.
+    With float32 (and float16/bfloat16) inputs on a CPU with AVX-512 F/BW/VL
+    its overlap search and gaussian weights run 16 / 8 lanes wide, with the
+    same IEEE operations in the same order, so the results are the same bits
+    (environment variable ``STOVTAL_NMS_SIMD=0`` selects the scalar loops).
 
     CUDA: the same selections and bit-identical scores as the CPU (the shared
     math is compiled without fused multiply-adds). One thread block runs each

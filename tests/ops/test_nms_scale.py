@@ -335,3 +335,19 @@ def test_soft_nms_simd_and_scalar_forms_match_oracle(monkeypatch, simd):
     check_soft(seg, sc, lab, 0.3, 0.5, 0.01, "linear")
     seg, sc, _ = clustered_candidates(2000, 12)
     check_soft(seg, sc, None, 0.1, 0.5, 0.001, "gaussian")
+
+
+@pytest.mark.parametrize("simd", ["1", "0"])
+def test_hard_nms_simd_and_scalar_forms_match_oracle(monkeypatch, simd):
+    """float32 hard NMS of groups of <= 1024 candidates compares each candidate with 16 kept
+    ones at a time where the CPU has AVX-512; both forms must keep the oracle's set, also
+    with identical segments, zero lengths, exact-threshold IoUs and max_keep."""
+    monkeypatch.setenv("STOVTAL_NMS_SIMD", simd)
+    seg, sc, lab = uniform_candidates(3000, 13, num_labels=4)  # groups of ~750
+    for threshold in (0.0, 0.5, 1.0):
+        check_hard(seg, sc, lab, threshold)
+        check_hard(seg, sc, None, threshold, max_keep=100)
+    seg = (seg / 8).round() * 4  # ties, identical segments, IoUs of exactly 0.5
+    seg[::11, 1] = seg[::11, 0]
+    check_hard(seg[:1000], sc[:1000], None, 0.5)
+    check_hard(seg, sc, lab, 0.5, max_keep=300)

@@ -50,6 +50,19 @@ def test_bad_rounds_and_thresholds_name_the_key(override, match):
         validate(load_config(None, [*TINY, override]), check_paths=False)
 
 
+def test_threshold_by_n_survives_the_written_config(tmp_path):
+    """config.yaml (what a run writes, and what --config and the aggregate read) keeps the
+    per-N thresholds' integer keys."""
+    from stovtal.selftrain.config import to_yaml
+
+    cfg = load_config(None, [*TINY, "pseudo.threshold_by_n={10000: 0.1, 100000: 0.05}", "retrain.rounds=2"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    back = load_config(str(path))
+    assert back.pseudo.threshold_by_n == {10000: 0.1, 100000: 0.05} and back.retrain.rounds == 2
+    assert back.pseudo.threshold_for(20000) == 0.1
+
+
 def test_round_one_fingerprints_do_not_depend_on_the_number_of_rounds(tiny_run):
     ctx, _ = tiny_run
     one = make_context(load_config(None, TINY), ctx.workdir, log=lambda s: None)

@@ -4,11 +4,18 @@ on the command line."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from stovtal.config import Config, ConfigError, FeelConfig, SelfTrainConfig, load, validate
 from stovtal.utils import threads as T
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(autouse=True)
@@ -151,3 +158,25 @@ def test_eval_cli_refuses_a_bad_threads_flag(capsys):
 
     assert main(["--gt", "gt.json", "--pred", "p.json", "--threads", "-3"]) == 2
     assert capsys.readouterr().err == "error: --threads: must be 'auto' or an integer >= 0 (0: torch's own count), got -3\n"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPO})
+
+
+def test_commands_log_their_choice_and_refuse_a_bad_setting(tmp_path):
+    gt = {"database": {"v1": {"subset": "test", "annotations": [{"segment": [1, 5], "label": "a"}]}}}
+    pred = {"results": {"v1": [{"segment": [1, 5], "label": "a", "score": 0.9}]}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    r = _cli("stovtal.eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"))
+    assert r.returncode == 0, r.stderr
+    cores = len(os.sched_getaffinity(0))
+    lines = [s for s in r.stderr.splitlines() if s.startswith("using ")]
+    assert len(lines) == 1 and f"--threads=auto: {cores} cores" in lines[0], r.stderr
+    n = int(lines[0].split()[1])
+    assert 1 <= n <= cores
+    r = _cli("stovtal.selftrain", "--workdir", str(tmp_path / "w"), "--print-config", "num_threads=lots")
+    assert (r.returncode, r.stderr) == (
+        2, "error: num_threads: must be 'auto' or an integer >= 0 (0: torch's own count), got 'lots'\n")
