@@ -1,4 +1,5 @@
-"""``stovtal.engine.builders`` hands the data section's crop settings to the training set."""
+"""The data resolver and ``stovtal.engine.builders`` hand the data section's crop settings to
+the training set."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import numpy as np
 
 from stovtal.config import DataConfig
-from stovtal.engine.builders import build_dataset, resolve_data
+from stovtal.data.resolve import resolve_data
+from stovtal.engine.builders import build_dataset
 
 
 def _user_data(tmp_path, **crop):
