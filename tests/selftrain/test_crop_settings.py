@@ -24,7 +24,7 @@ def test_crop_settings_reach_the_training_sets_and_the_fingerprints(tmp_path):
 
     labelled = crop.labelled_dataset()
     rule = labelled.crop_rule
-    assert (rule.crop_ratio, rule.trunc_thresh, rule.offset) == ((0.6, 0.8), 0.4, crop.data.grid.offset)
+    assert (rule.crop_ratio, rule.trunc_thresh, rule.offset) == ((0.6, 0.8), 0.4, crop.data.spec.grid.offset)
     lengths = [labelled[i]["feats"].shape[1] for i in range(len(labelled))]
     full = [none.labelled_dataset()[i]["feats"].shape[1] for i in range(len(labelled))]
     assert all(round(0.6 * t) <= n <= round(0.8 * t) for n, t in zip(lengths, full, strict=True))
