@@ -14,7 +14,7 @@ import torch
 from stovtal.config import DataConfig
 from stovtal.engine.layout import FeelLayout
 
-__all__ = ["FeelData", "VideoSet", "dominant_label", "load_feel_data"]
+__all__ = ["FeelData", "VideoSet", "dominant_label", "load_feel_data", "load_feel_subset"]
 
 
 @dataclass
@@ -47,7 +47,7 @@ def dominant_label(info: dict[str, Any]) -> str | None:
     return max(total, key=lambda k: total[k])
 
 
-def _load_set(annotations: dict[str, Any], feature_dir: str, classes: list[str], grid, subset: str,
+def _load_set(annotations: dict[str, Any], feature_dir: str, classes: list[str], grid, subset: str | None,
               feat_dim: int | None, progress: bool, desc: str) -> VideoSet:
     from tqdm import tqdm
 
@@ -68,10 +68,8 @@ def _load_set(annotations: dict[str, Any], feature_dir: str, classes: list[str],
     return VideoSet(ids, feats, durs, fps, gt)
 
 
-def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> FeelData:
-    """FEEL's training and evaluation videos of ``cfg`` (:func:`stovtal.data.resolve.resolve_data`;
-    the synthetic world in ``cfg.world_dir`` or ``<workdir>/world``): the user's ``train_subset``
-    or the world's web videos (with their hidden ground truth), and the ``test_subset``."""
+def _resolve(cfg: DataConfig, workdir: str, progress: bool):
+    """(data spec, annotations) of ``cfg`` (the synthetic world in ``cfg.world_dir`` or ``<workdir>/world``)."""
     from stovtal.data.resolve import resolve_data
     from stovtal.utils.fileio import read_json
 
@@ -83,10 +81,20 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
                          f"'target', got {profile!r}")
     spec = resolve_data(cfg, world_dir=FeelLayout(workdir).world, world_defaults={"web_profile": "target"},
                         split=False, progress=progress)
-    classes, grid = spec.vocabulary, spec.grid
     ann = read_json(spec.annotation_file)
     if not isinstance(ann, dict) or "database" not in ann:
         raise ValueError(f"{spec.annotation_file}: not an annotation file (no 'database')")
+    return spec, ann
+
+
+def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> FeelData:
+    """FEEL's training and evaluation videos of ``cfg`` (:func:`stovtal.data.resolve.resolve_data`;
+    the synthetic world in ``cfg.world_dir`` or ``<workdir>/world``): the user's ``train_subset``
+    or the world's web videos (with their hidden ground truth), and the ``test_subset``."""
+    from stovtal.utils.fileio import read_json
+
+    spec, ann = _resolve(cfg, workdir, progress)
+    classes, grid = spec.vocabulary, spec.grid
     if spec.world is None:
         train = _load_set(ann, spec.feature_dir, classes, grid, spec.train_subset, spec.feat_dim, progress,
                           "train videos")
@@ -97,3 +105,14 @@ def load_feel_data(cfg: DataConfig, workdir: str, progress: bool = True) -> Feel
     evl = _load_set(ann, spec.feature_dir, classes, grid, spec.test_subset, spec.feat_dim, progress,
                     "test videos")
     return FeelData(train, evl, classes, grid.feature_stride, grid.num_frames, spec.vocab_npz or None)
+
+
+def load_feel_subset(cfg: DataConfig, workdir: str, subset: str | None = None,
+                     progress: bool = True) -> tuple[VideoSet, list[str], int, int]:
+    """The videos of one ``subset`` of ``cfg``'s annotations (default: ``test_subset``; ``""``: all),
+    resolved as :func:`load_feel_data` does: ``(videos, classes, feature_stride, num_frames)``."""
+    spec, ann = _resolve(cfg, workdir, progress)
+    subset = spec.test_subset if subset is None else subset
+    videos = _load_set(ann, spec.feature_dir, spec.vocabulary, spec.grid, subset or None, spec.feat_dim,
+                       progress, f"{subset or 'all'} videos")
+    return videos, spec.vocabulary, spec.grid.feature_stride, spec.grid.num_frames

@@ -33,11 +33,11 @@ from stovtal.utils.threads import apply_threads
 from .cci import cci_refine
 from .cola import build_model, forward_videos, predict, train_cola
 from .config import FeelConfig
-from .data import FeelData, dominant_label, load_feel_data
+from .data import FeelData, VideoSet, dominant_label, load_feel_data
 from .iis import select_per_cluster, selection_fraction
 from .kmeans import kmeans
 
-__all__ = ["nearest_names", "run_feel"]
+__all__ = ["cluster_predictions", "localize_videos", "nearest_names", "run_config", "run_feel"]
 
 STATE_VERSION = 1
 _VOLATILE = ("workdir", "progress", "num_threads", "device")
@@ -82,6 +82,15 @@ def _config_fingerprint_v0(cfg: FeelConfig) -> dict[str, Any] | None:
     }
 
 
+def run_config(cfg: FeelConfig) -> dict[str, Any]:
+    """The config stored in each model file (``meta["run_config"]``), from which
+    ``python -m stovtal.infer`` resolves the data: JSON-like, with the work directory made absolute
+    (the synthetic world lives in it)."""
+    d = json.loads(json.dumps(to_dict(cfg)))
+    d["workdir"] = os.path.abspath(cfg.workdir)
+    return d
+
+
 def _eval_tools():
     from stovtal.eval import cluster_accuracy, detection_map, nmi
 
@@ -101,13 +110,34 @@ def _video_features(data_feats: list[torch.Tensor], model, device, cfg: FeelConf
     return torch.stack([o[3] for o in outs])
 
 
+def localize_videos(model, videos: VideoSet, feature_stride: int, num_frames: int, cfg: FeelConfig,
+                    device) -> tuple[list, list[dict[str, torch.Tensor]]]:
+    """CoLA's inference on ``videos``: (:func:`~stovtal.feel.cola.forward_videos` outputs, per-video
+    segments in seconds with cluster-id labels from :func:`~stovtal.feel.cola.predict`)."""
+    outs = forward_videos(model, videos.feats, device, cfg.train.batch_size, cfg.progress, "eval")
+    loc = dataclasses.replace(cfg.localize, thresholds=tuple(cfg.localize.thresholds))
+    return outs, predict(outs, videos.durations, videos.fps, feature_stride, num_frames, loc)
+
+
+def cluster_predictions(ids: list[str], preds: list[dict[str, torch.Tensor]], mapping: dict[int, int],
+                        classes: list[str]) -> dict[str, Any]:
+    """ActivityNet-format predictions: each segment labelled with the class its cluster maps to
+    (``mapping``: cluster id -> index into ``classes``); segments of unmapped clusters are dropped."""
+    results: dict[str, list] = {}
+    for vid, p in zip(ids, preds, strict=True):
+        rows = []
+        for (s, e), sc, c in zip(p["segments"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
+            if mapping.get(c) is not None:
+                rows.append({"segment": [s, e], "label": classes[mapping[c]], "score": sc})
+        results[vid] = rows
+    return {"results": results}
+
+
 def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int) -> tuple[dict, dict, dict]:
     """mAP on the evaluation videos after mapping clusters to classes (Hungarian on video labels)."""
     detection_map, cluster_accuracy, _ = _eval_tools()
     ev = data.eval
-    outs = forward_videos(model, ev.feats, device, cfg.train.batch_size, cfg.progress, "eval")
-    loc = dataclasses.replace(cfg.localize, thresholds=tuple(cfg.localize.thresholds))
-    preds = predict(outs, ev.durations, ev.fps, data.feature_stride, data.num_frames, loc)
+    outs, preds = localize_videos(model, ev, data.feature_stride, data.num_frames, cfg, device)
     pred_cluster, true_class = [], []
     for vid, (_, _, vs, _) in zip(ev.ids, outs, strict=True):
         lab = dominant_label(ev.gt["database"][vid])
@@ -119,14 +149,7 @@ def _evaluate(model, data: FeelData, cfg: FeelConfig, device, num_clusters: int)
     # Hungarian matching of the predicted video clusters to the true classes (evaluation only);
     # segments of a cluster that no evaluation video is assigned to are dropped
     _, mapping = cluster_accuracy(np.array(true_class), np.array(pred_cluster))
-    results: dict[str, list] = {}
-    for vid, p in zip(ev.ids, preds, strict=True):
-        rows = []
-        for (s, e), sc, c in zip(p["segments"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
-            if mapping.get(c) is not None:
-                rows.append({"segment": [s, e], "label": data.classes[mapping[c]], "score": sc})
-        results[vid] = rows
-    predictions = {"results": results}
+    predictions = cluster_predictions(ev.ids, preds, mapping, data.classes)
     metrics = detection_map(ev.gt, predictions, list(cfg.eval.tiou_thresholds))
     return metrics, predictions, mapping
 
@@ -293,6 +316,7 @@ def run_feel(cfg: FeelConfig, data: FeelData | None = None,
             "labels": cc.labels.cpu(), "confidence": cc.confidence.cpu(), "selected": sel.cpu(),
             "mapping": torch.tensor([mapping.get(c, -1) for c in range(k)]),
             "classes": list(data.classes), "localize": dataclasses.asdict(cfg.localize),
+            "run_config": run_config(cfg),
         })
         atomic_write_json(lay.predictions(it), predictions)
         records.append(rec)

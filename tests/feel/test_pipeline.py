@@ -4,11 +4,13 @@ import copy
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from stovtal.engine.checkpoint import load_model
+from stovtal.engine.checkpoint import load_model, save_model
 from stovtal.eval import nmi
 from stovtal.feel.__main__ import main
 from stovtal.feel.config import load_config
@@ -161,3 +163,46 @@ def test_cluster_names_are_centred_against_hub_names():
     assert named[1] == {"cluster": 1, "size": 0, "name": None}
     with pytest.raises(ValueError, match="dim"):
         nearest_names(videos[:, :8], labels, emb, names)
+
+
+def test_infer_runs_feel_model_like_feel_itself(world, full_run, tmp_path, capsys):
+    """FEEL's iteration-2 model file -> python -m stovtal.infer gives FEEL's own predictions file."""
+    from stovtal.infer import main as infer_main
+
+    root, _ = world
+    _, workdir = full_run
+    ckpt = str(workdir / "ckpt" / "iter_2.pt")
+    expected = json.loads((workdir / "predictions_iter2.json").read_text())
+    assert sum(len(v) for v in expected["results"].values()) > 0
+    # the run's world was written by the `world` fixture into another directory: point at it
+    world_dir = f"data.world_dir={os.path.join(root, 'world')}"
+    out = tmp_path / "pred.json"
+    assert infer_main(["--ckpt", ckpt, "--out", str(out), "--device", "cpu", "--eval",
+                       "--eval-json", str(tmp_path / "m.json"), world_dir]) == 0
+    assert json.loads(out.read_text()) == expected
+    full = json.loads((workdir / "state.json").read_text())["records"][1]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["average_mAP"] == pytest.approx(full["average_mAP"], abs=1e-12)
+    assert metrics["mAP"] == pytest.approx(full["mAP"], abs=1e-12)
+    assert "cluster-matched mAP" in capsys.readouterr().out
+    # a FEEL model's vocabulary is its clusters
+    assert infer_main(["--ckpt", ckpt, "--out", str(out), "--classes", "a,b", world_dir]) == 2
+    assert "--classes" in capsys.readouterr().err
+
+    # a model file of a FEEL version that did not store its run config: refused without --config
+    # (one-line error from the command line), loads with FEEL's defaults and the run's overrides
+    mf = load_model(ckpt)
+    old = str(tmp_path / "old.pt")
+    save_model(old, mf.model_config, mf.state_dict, kind="cola",
+               meta={k: v for k, v in mf.meta.items() if k != "run_config"})
+    proc = subprocess.run([sys.executable, "-m", "stovtal.infer", "--ckpt", old, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**{k: v for k, v in os.environ.items() if k != "STOVTAL_DEBUG"},
+                               "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"})
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "old.pt" in errors[0] and "no run config" in errors[0] and "--config" in errors[0]
+    out.unlink()
+    assert infer_main(["--ckpt", old, "--out", str(out), "--config", "default", *TINY,
+                       f"workdir={workdir}", world_dir]) == 0
+    assert json.loads(out.read_text()) == expected
