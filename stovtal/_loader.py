@@ -96,12 +96,14 @@ def load_library() -> None:
 
 
 def build_info() -> dict:
-    """Facts recorded at build time (torch version, CUDA on/off, architectures)."""
+    """Facts recorded at build time (torch version, CUDA on/off, architectures, OpenMP: whether
+    the CPU kernels' ``at::parallel_for`` loops use torch's threads)."""
     info = _build_info()
     return {
         "torch_version": info.TORCH_VERSION,
         "torch_cuda_version": None if info.TORCH_CUDA_VERSION == "None" else info.TORCH_CUDA_VERSION,
         "with_cuda": info.WITH_CUDA,
+        "with_openmp": getattr(info, "WITH_OPENMP", False),
         "cuda_architectures": info.CUDA_ARCHITECTURES or None,
         "build_type": info.BUILD_TYPE,
         "library": _loaded_path,

@@ -19,6 +19,12 @@ def test_version_and_info():
     assert info["build"]["with_cuda"] == ("CUDA" in info["backends"])
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenMP is required on Linux builds")
+def test_cpu_kernels_built_with_openmp():
+    # without OpenMP every at::parallel_for of the CPU kernels runs on one thread
+    assert stovtal.ops.info()["build"]["with_openmp"] is True
+
+
 def test_load_library_is_idempotent():
     before = stovtal.ops.registered_ops()
     _loader.load_library()
