@@ -372,6 +372,14 @@ class RetrainConfig:
             unlabelled videos are added. Default 0.5 (equal shares, fixed before measuring): on
             the default synthetic run (seeds 0-2) CB +0.8 over the base model where the union
             lost 1.2 on average, CN +7.8 against +7.1.
+        epoch_length: videos per retraining epoch. 0: the plain union's length (labelled +
+            pseudo-labelled videos, the authors' epochs), so the step count grows with the
+            number of unlabelled videos. > 0 (at least 2): every epoch draws this many videos
+            (the labelled share as ``labelled_fraction`` sets it, or the union's natural share
+            when that is 0; each source in whole shuffled passes, :class:`FixedShareEpochs`), so
+            ``warmup_epochs + epochs`` epochs take the same number of steps whatever the number
+            of unlabelled videos, and a larger pool brings more distinct videos rather than more
+            steps.
     """
 
     train: dict[str, Any] = field(default_factory=dict)
@@ -385,6 +393,7 @@ class RetrainConfig:
     refresh_every: int = 0
     labelled_fraction: float = 0.5
     rounds: int = 1
+    epoch_length: int = 0
 
 
 @dataclass
@@ -787,6 +796,11 @@ def one_of(*choices: str) -> Check:
     return lambda x: None if x in choices else f"must be one of {choices}, got {x!r}"
 
 
+def zero_or(check: Check) -> Check:
+    """0 (the option is off) or a value passing ``check``."""
+    return lambda x: None if x == 0 else check(x)
+
+
 def optional(check: Check) -> Check:
     return lambda x: None if x is None else check(x)
 
@@ -842,7 +856,7 @@ FIELD_RULES: dict[type, dict[str, Check]] = {
         "teacher_decay": within(0, 1, hi_open=True), "teacher_init": one_of("raw", "ema"),
         "student_init": one_of("scratch", "base"),
         "consistency_weight": ge(0), "refresh_every": ge(0), "labelled_fraction": within(0, 1, hi_open=True),
-        "rounds": integer(ge(1)),
+        "rounds": integer(ge(1)), "epoch_length": integer(zero_or(ge(2))),
     },
     ClusterConfig: {
         "num_clusters": ge(0), "n_init": ge(1), "max_iter": ge(1), "k1": ge(1), "k2": ge(1),

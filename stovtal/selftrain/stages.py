@@ -230,6 +230,8 @@ class Context:
         r.pop("rounds")  # a round does not depend on how many follow it
         if r["labelled_fraction"] == 0:  # the plain union has the fingerprint of a run without the option
             r.pop("labelled_fraction")
+        if r["epoch_length"] == 0:  # epochs of the union's length: the fingerprint of a run without the option
+            r.pop("epoch_length")
         return fingerprint({"pseudo": self.fp_pseudo(n, round, ints), "retrain": r})
 
     def fp_eval(self, ints: bool = False) -> str:
@@ -501,7 +503,7 @@ def stage_retrain(ctx: Context, n: int, round: int = 1) -> str:
     trainer = make_trainer(student, base_state, ctx.labelled_dataset(), pseudo, tcfg, out_dir,
                            teacher_decay=r.teacher_decay, consistency_weight=r.consistency_weight,
                            refresh_every=r.refresh_every, refresh=refresh,
-                           labelled_fraction=r.labelled_fraction, log=ctx.log)
+                           labelled_fraction=r.labelled_fraction, epoch_length=r.epoch_length, log=ctx.log)
     trainer.fit(resume=True)
     if D.is_main_process():
         ctx.export_model(out, trainer.ema.module.state_dict(), _training_seconds(trainer))

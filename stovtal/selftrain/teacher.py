@@ -17,7 +17,9 @@ Beyond the authors' code:
   and the pseudo-labelled part of the training set switches to the new labels;
 - a fixed labelled share per epoch (``labelled_fraction``, :class:`FixedShareEpochs`): with many
   more pseudo-labelled than labelled videos the plain union is dominated by the pseudo-labels'
-  noise; this keeps the human labels' share constant whatever the number of web videos.
+  noise; this keeps the human labels' share constant whatever the number of web videos;
+- a fixed epoch length (``epoch_length``, :class:`FixedShareEpochs` with ``length``): the number
+  of retraining steps stays the same whatever the number of web videos.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ class PseudoLabelledSet(Dataset):
 class FixedShareEpochs(Dataset):
     """Labelled + pseudo-labelled videos, redrawn every epoch with a fixed labelled share.
 
-    An epoch has ``len(labelled) + len(pseudo)`` items (the plain union's length, so the same
-    number of steps), of which ``round(fraction * length)`` (at least 1, at most length - 1) are
+    An epoch has ``length`` items (default ``len(labelled) + len(pseudo)``, the plain union's
+    length, so the same number of steps as the union), of which ``round(fraction * length)`` (at least 1, at most length - 1) are
     labelled videos and the rest pseudo-labelled ones. Each source is drawn in whole shuffled
     passes: every video of a source appears ``floor`` or ``ceil`` of its mean number of times, so
     labelled videos are repeated and pseudo-labelled ones subsampled when ``fraction`` exceeds
@@ -113,15 +115,18 @@ class FixedShareEpochs(Dataset):
     ``"pseudo": bool`` like :class:`SourceTagged`.
     """
 
-    def __init__(self, labelled: Dataset, pseudo: Dataset, fraction: float, seed: int):
+    def __init__(self, labelled: Dataset, pseudo: Dataset, fraction: float, seed: int,
+                 length: int | None = None):
         n_l, n_p = len(labelled), len(pseudo)  # type: ignore[arg-type]
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"labelled fraction must be in (0, 1), got {fraction}")
         if n_l == 0 or n_p == 0:
             raise ValueError(f"a fixed labelled share needs labelled and pseudo-labelled videos, "
                              f"got {n_l} and {n_p}")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 2):
+            raise ValueError(f"an epoch needs at least 2 videos (one of each source), got length={length!r}")
         self.labelled, self.pseudo = labelled, pseudo
-        self.length = n_l + n_p
+        self.length = n_l + n_p if length is None else length
         self.num_labelled = min(max(round(fraction * self.length), 1), self.length - 1)
         self.seed = int(seed)
         self.epoch = -1
@@ -223,7 +228,7 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
                  pseudo: PseudoLabelledSet, train_cfg: Any, workdir: str | os.PathLike, *,
                  teacher_decay: float = 0.999, consistency_weight: float = 0.0,
                  refresh_every: int = 0, refresh: Callable[[nn.Module, int], Mapping[str, Any]] | None = None,
-                 labelled_fraction: float = 0.0,
+                 labelled_fraction: float = 0.0, epoch_length: int = 0,
                  log: Callable[[str], None] = print, extra_state: dict[str, Any] | None = None):
     """A :class:`stovtal.engine.Trainer` for the Mean Teacher (see the module docstring): the
     teacher is the trainer's EMA (``teacher_decay``, initialised from ``base_state``), the
@@ -239,6 +244,9 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
             must be idempotent: a resumed run calls it again for the last refresh epoch).
         labelled_fraction: 0 trains on the plain union (each video once per epoch); in (0, 1)
             a fixed labelled share per epoch (:class:`FixedShareEpochs`, seeded by the run seed).
+        epoch_length: > 0: every epoch draws this many videos (:class:`FixedShareEpochs`, with
+            the labelled share ``labelled_fraction``, or the union's natural share when that is
+            0); 0: the union's length.
     """
     from stovtal.data import collate_videos
     from stovtal.engine import ModelEMA, Trainer
@@ -251,13 +259,15 @@ def make_trainer(student: nn.Module, base_state: Mapping[str, torch.Tensor], lab
     hooks: list[Any] = []
     if refresh_every > 0:
         hooks.append(PseudoLabelRefresh(pseudo, refresh, refresh_every))  # type: ignore[arg-type]
-    if labelled_fraction > 0 and n_l > 0 and n_p > 0:
-        train_set = FixedShareEpochs(labelled, pseudo, labelled_fraction, train_cfg.seed)
+    drawn = labelled_fraction > 0 or epoch_length > 0
+    if drawn and n_l > 0 and n_p > 0:
+        share = labelled_fraction if labelled_fraction > 0 else n_l / (n_l + n_p)
+        train_set = FixedShareEpochs(labelled, pseudo, share, train_cfg.seed, length=epoch_length or None)
         hooks.append(DrawEpoch(train_set))
     else:
-        if labelled_fraction > 0:
-            log(f"retraining on the plain union: no share to fix with {n_l} labelled and {n_p} "
-                "pseudo-labelled videos")
+        if drawn:
+            log(f"retraining on the plain union (each video once per epoch): no share to fix and "
+                f"no epoch to draw with {n_l} labelled and {n_p} pseudo-labelled videos")
         train_set = ConcatDataset([SourceTagged(labelled, False), pseudo])
     loss_fn = ConsistencyLoss(lambda: teacher.module, consistency_weight)
     return Trainer(student, train_set, train_cfg, workdir, collate_fn=collate_videos, loss_fn=loss_fn,

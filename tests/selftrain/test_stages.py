@@ -92,6 +92,10 @@ def test_rerun_skips_and_config_change_is_an_error(tiny_run):
     run_stage(mixed, "pseudolabel")
     with pytest.raises(ConfigError, match="different configuration"):
         run_stage(mixed, "retrain")
+    # and so is a fixed epoch length
+    fixed = make_context(load_config(None, [*TINY, "retrain.epoch_length=6"]), ctx.workdir, log=logs.append)
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_stage(fixed, "retrain")
 
 
 def test_stage_alone_needs_its_input(tmp_path):

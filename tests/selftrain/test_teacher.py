@@ -183,6 +183,48 @@ def test_fixed_share_epochs_bad_input():
         FixedShareEpochs(Items(0, 0, "l"), Items(2, 1, "p"), 0.5, seed=0)
 
 
+@pytest.mark.parametrize("n_p", [10, 57, 400])
+def test_fixed_epoch_length_does_not_grow_with_the_pool(n_p):
+    ds = FixedShareEpochs(Items(3, 0, "l"), Items(n_p, 1, "p"), 0.25, seed=2, length=16)
+    assert len(ds) == 16
+    seen: set[str] = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        lab, pse = _epoch_counts(ds)
+        assert sum(lab.values()) == 4 and sum(pse.values()) == 12
+        assert all(v.startswith("l") for v in lab) and all(v.startswith("p") for v in pse)
+        per_video = [pse.get(f"p{i}", 0) for i in range(n_p)]
+        assert max(per_video) - min(per_video) <= 1  # a pool larger than the epoch: no repeats
+        seen.update(pse)
+    # the pool is drawn anew every epoch, so a large pool contributes more distinct videos
+    assert len(seen) > 12 if n_p > 12 else len(seen) == n_p
+
+
+@pytest.mark.parametrize("length", [0, 1, 2.0, True])
+def test_fixed_epoch_length_bad_input(length):
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        FixedShareEpochs(Items(2, 0, "l"), Items(2, 1, "p"), 0.5, seed=0, length=length)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_trainer_with_an_epoch_length_takes_the_same_steps_for_any_pool(tmp_path, fraction):
+    torch.manual_seed(0)
+    m = ActionLocalizer(LocalizerConfig(**TINY))
+    steps, shares = [], []
+    for n_p in (6, 30):
+        trainer = make_trainer(m, copy.deepcopy(m.state_dict()), Items(2, 0, "l"),
+                               PseudoLabelledSet(lambda db, n=n_p: Items(n, 1, "p"), {}), _train_cfg(),
+                               tmp_path / f"{n_p}", labelled_fraction=fraction, epoch_length=8,
+                               log=lambda s: None)
+        ds = trainer.train_set
+        assert isinstance(ds, FixedShareEpochs) and len(ds) == 8
+        steps.append(trainer.iters_per_epoch)
+        shares.append(ds.num_labelled)
+    assert steps[0] == steps[1] == 2  # batch size 4
+    # the labelled share: labelled_fraction, or the union's natural share when that is 0
+    assert shares == ([4, 4] if fraction else [2, 1])  # 2/8 and 2/32 of 8, at least 1
+
+
 def test_trainer_redraws_the_fixed_share_every_epoch(tmp_path):
     torch.manual_seed(0)
     m = ActionLocalizer(LocalizerConfig(**TINY))
@@ -212,3 +254,7 @@ def test_fixed_share_without_pseudo_labelled_videos_falls_back_to_the_union(tmp_
                            _train_cfg(), tmp_path, labelled_fraction=0.5, log=logs.append)
     assert not isinstance(trainer.train_set, FixedShareEpochs) and len(trainer.train_set) == 4
     assert any("plain union" in line for line in logs)
+    trainer = make_trainer(m, m.state_dict(), Items(4, 0, "l"), PseudoLabelledSet(lambda db: Items(0, 1, "p"), {}),
+                           _train_cfg(), tmp_path / "len", labelled_fraction=0.0, epoch_length=8, log=logs.append)
+    assert not isinstance(trainer.train_set, FixedShareEpochs) and len(trainer.train_set) == 4
+    assert sum("plain union" in line for line in logs) == 2
