@@ -28,6 +28,7 @@ from stovtal.engine import Trainer, predict_segments, seed_everything
 from stovtal.engine.adapter import adapter_state, fit_adapter
 from stovtal.engine.builders import build_dataset, build_loader, build_localizer, subset_database
 from stovtal.engine.evaluation import class_agnostic_map
+from stovtal.engine.head_check import RegressionHeadCheck
 from stovtal.engine.layout import TrainLayout
 from stovtal.engine.run import base_training_annotations, evaluate_on_test, load_localizer
 from stovtal.eval.table import format_results_table
@@ -109,9 +110,13 @@ def _main(args: argparse.Namespace, cfg, main_process: bool) -> int:
         cfg.train.progress = False
     print(f"training on {len(train_set)} base-class videos, {sum(p.numel() for p in model.parameters())} parameters",
           file=sys.stderr)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    hooks = [RegressionHeadCheck(train_set, collate_videos, log=log)] if main_process else []
     trainer = Trainer(model, train_set, cfg.train, cfg.workdir, collate_fn=collate_videos,
-                      evaluate=evaluate, extra_state=extra_state,
-                      log=lambda s: print(s, file=sys.stderr))
+                      evaluate=evaluate, extra_state=extra_state, log=log, hooks=hooks)
     t0 = time.time()
     trainer.fit(resume=args.resume)
     train_time = time.time() - t0

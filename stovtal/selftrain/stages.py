@@ -392,6 +392,7 @@ def stage_base(ctx: Context) -> str:
     With ``base.checkpoint``: write that file's weights as the base model instead."""
     from stovtal.data import collate_videos
     from stovtal.engine import Trainer
+    from stovtal.engine.head_check import RegressionHeadCheck
 
     out_dir, out = ctx.layout.base_dir, ctx.layout.base_model
     if _done(ctx, out, out_dir, ctx.fingerprints(ctx.fp_base), "base"):
@@ -406,7 +407,9 @@ def stage_base(ctx: Context) -> str:
 
     seed_everything(tcfg.seed)
     model = ctx.new_model()
-    trainer = Trainer(model, ctx.labelled_dataset(), tcfg, out_dir, collate_fn=collate_videos, log=ctx.log)
+    labelled = ctx.labelled_dataset()
+    check = RegressionHeadCheck(labelled, collate_videos, log=ctx.log)
+    trainer = Trainer(model, labelled, tcfg, out_dir, collate_fn=collate_videos, log=ctx.log, hooks=[check])
     trainer.fit(resume=True)
     if D.is_main_process():
         ctx.export_model(out, trainer.ema.module.state_dict(), _training_seconds(trainer))
