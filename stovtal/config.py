@@ -387,7 +387,9 @@ class RetrainConfig:
             teacher CB / CN at 1k / 3k / 10k unlabelled videos: with 0 (1200 / 3200 / 10200
             steps) 74.37 / 40.84, 72.88 / 39.07, 71.63 / 35.95; with 1200 (1200 steps each)
             74.37 / 40.84, 75.06 / 41.20, 73.49 / 39.83 (74.67 / 39.94 at threshold 0.05 at
-            10k); base model 74.66 / 38.57.
+            10k); base model 74.66 / 38.57. The fall with 0 is not the pseudo-labels' errors:
+            with the web videos' ground truth as labels it is 75.28 / 43.15, 75.86 / 44.63,
+            74.54 / 37.62 (more steps on web videos pull the localizer towards their domain).
     """
 
     train: dict[str, Any] = field(default_factory=dict)
