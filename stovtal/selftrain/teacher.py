@@ -110,9 +110,9 @@ class FixedShareEpochs(Dataset):
     (at least 1, at most length - 1) are labelled videos and the rest pseudo-labelled ones.
     Each source is drawn in whole shuffled passes: every video of a source appears ``floor`` or
     ``ceil`` of its mean number of times, so labelled videos are repeated and pseudo-labelled
-    ones subsampled when ``fraction`` exceeds the natural share ``len(labelled) / length``. The draw is a function of ``(seed, epoch)``
-    only (:meth:`set_epoch`), so every DDP rank and a resumed run see the same epochs. Items carry
-    ``"pseudo": bool`` like :class:`SourceTagged`.
+    ones subsampled when ``fraction`` exceeds the natural share ``len(labelled) / length``.
+    The draw is a function of ``(seed, epoch)`` only (:meth:`set_epoch`), so every DDP rank and
+    a resumed run see the same epochs. Items carry ``"pseudo": bool`` like :class:`SourceTagged`.
     """
 
     def __init__(self, labelled: Dataset, pseudo: Dataset, fraction: float, seed: int,
