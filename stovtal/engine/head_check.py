@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
 from .trainer import TrainerHook
 
@@ -99,8 +100,7 @@ class RegressionHeadCheck(TrainerHook):
         n = min(self.num_videos, len(self.dataset))
         if n == 0:
             return
-        batches = (self.collate_fn([self.dataset[i] for i in range(s, min(s + self.batch_size, n))])
-                   for s in range(0, n, self.batch_size))
+        batches = DataLoader(Subset(self.dataset, range(n)), batch_size=self.batch_size, collate_fn=self.collate_fn)
         self.activity = regression_output_activity(trainer.ema.module, batches)
         msg = dead_output_warning(self.activity, n, self.min_share)
         if msg:
